@@ -1,0 +1,121 @@
+"""One validated settings tree for the whole engine.
+
+Every field can be set from the environment as ``XMODAL_<FIELD>`` (for example ``XMODAL_HOME`` or
+``XMODAL_CLIP_ENCODER``) or passed to :class:`Settings` directly. Nothing here is read at import time:
+callers build a ``Settings`` and hand it to the engine, the API factory or the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, PositiveInt, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CLIP_ENCODER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+DEFAULT_TEXT_ENCODER = "sentence:all-MiniLM-L6-v2"
+
+
+class DevicePreference(StrEnum):
+    """Where models run: ``auto`` picks CUDA when present, else CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+def _default_home() -> Path:
+    return Path.home() / ".xmodal"
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """All of xmodal's settings, with their defaults. See the README for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="XMODAL_", extra="ignore", validate_default=True)
+
+    home: Path = Field(
+        default_factory=_default_home, description="Holds the catalog, indexes and model cache."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the catalog; default: SQLite at $XMODAL_HOME/catalog.db."
+    )
+    model_cache: Path | None = Field(
+        default=None, description="Where downloaded model weights go; default: $XMODAL_HOME/models."
+    )
+
+    clip_encoder: str = Field(default=DEFAULT_CLIP_ENCODER, description="Encoder spec of the `clip` space.")
+    text_encoder: str = Field(default=DEFAULT_TEXT_ENCODER, description="Encoder spec of the `text` space.")
+    device: DevicePreference = Field(default=DevicePreference.AUTO, description="auto, cpu or cuda.")
+
+    batch_size: PositiveInt = Field(default=32, description="Items per encoder batch.")
+    decode_workers: PositiveInt = Field(default_factory=_default_workers, description="Decoding threads.")
+    decode_queue_size: PositiveInt = Field(
+        default=128, description="Decoded items waiting for the encoder, at most."
+    )
+    commit_every: PositiveInt = Field(
+        default=512, description="Items per catalog transaction while indexing."
+    )
+
+    max_file_bytes: PositiveInt = Field(
+        default=256 * 2**20, description="Larger files are recorded as failed."
+    )
+    max_image_pixels: PositiveInt = Field(
+        default=89_478_485, description="Decompression-bomb limit (pixels)."
+    )
+    max_text_bytes: PositiveInt = Field(
+        default=8 * 2**20, description="Larger text files are recorded as failed."
+    )
+    max_caption_chars: PositiveInt = Field(
+        default=2000, description="Sidecar captions are cut to this length."
+    )
+    text_excerpt_chars: PositiveInt = Field(
+        default=400, description="Length of the excerpt stored per text item."
+    )
+    text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
+    include_hidden: bool = Field(
+        default=False, description="Index files and folders whose name starts with '.'."
+    )
+
+    default_k: PositiveInt = Field(default=10, description="Results per query when k is not given.")
+    max_k: PositiveInt = Field(default=1000, description="Largest k a query may ask for.")
+    max_query_chars: PositiveInt = Field(default=10_000, description="Longest text query accepted.")
+    max_upload_bytes: PositiveInt = Field(default=20 * 2**20, description="Largest query upload over HTTP.")
+    thumbnail_size: PositiveInt = Field(
+        default=256, description="Longest side of served thumbnails (pixels)."
+    )
+    max_thumbnail_size: PositiveInt = Field(
+        default=1024, description="Largest thumbnail a client may ask for."
+    )
+
+    @field_validator("home", "model_cache", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("text_extensions", mode="after")
+    @classmethod
+    def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in value)
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog's SQLAlchemy URL (the embedded SQLite file unless one is set)."""
+        return self.database_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def spaces_dir(self) -> Path:
+        return self.home / "spaces"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache or self.home / "models"
+
+    def space_encoders(self) -> dict[str, str]:
+        """Space name -> encoder spec, for every space this engine keeps."""
+        return {"clip": self.clip_encoder, "text": self.text_encoder}

@@ -1,0 +1,200 @@
+"""The one interface every encoder implements.
+
+An encoder maps media to L2-normalised float32 vectors of one dimension. It loads its model lazily, once, under
+a lock, so constructing one is free and several threads may share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from xmodal.modality import Modality
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A piece of a text that fits the encoder's context; ``start``/``end`` are character offsets."""
+
+    start: int
+    end: int
+    text: str
+
+
+def chunk_text(text: str, *, count_tokens: Callable[[str], int], max_tokens: int) -> list[TextChunk]:
+    """Split ``text`` at whitespace into pieces of at most ``max_tokens`` tokens each.
+
+    Words are packed greedily; a single word longer than the context is cut by characters. Nothing is dropped:
+    the chunks cover every word of the text.
+
+    >>> [c.text for c in chunk_text("a b c d e", count_tokens=lambda s: len(s.split()), max_tokens=2)]
+    ['a b', 'c d', 'e']
+    """
+    spans = _word_spans(text)
+    chunks: list[TextChunk] = []
+    start = end = -1
+    used = 0
+    for word_start, word_end in spans:
+        cost = count_tokens(text[word_start:word_end])
+        if cost > max_tokens:
+            if start >= 0:
+                chunks.append(TextChunk(start, end, text[start:end]))
+                start, used = -1, 0
+            chunks.extend(_cut_long_word(text, word_start, word_end, count_tokens, max_tokens))
+            continue
+        if start >= 0 and used + cost <= max_tokens:
+            end, used = word_end, used + cost
+            continue
+        if start >= 0:
+            chunks.append(TextChunk(start, end, text[start:end]))
+        start, end, used = word_start, word_end, cost
+    if start >= 0:
+        chunks.append(TextChunk(start, end, text[start:end]))
+    return chunks
+
+
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    position = 0
+    for word in text.split():
+        begin = text.index(word, position)
+        position = begin + len(word)
+        spans.append((begin, position))
+    return spans
+
+
+def _cut_long_word(
+    text: str, start: int, end: int, count_tokens: Callable[[str], int], max_tokens: int
+) -> list[TextChunk]:
+    pieces: list[TextChunk] = []
+    while start < end:
+        stop = end
+        while stop - start > 1 and count_tokens(text[start:stop]) > max_tokens:
+            stop = start + (stop - start) // 2
+        pieces.append(TextChunk(start, stop, text[start:stop]))
+        start = stop
+    return pieces
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as contiguous float32 (zero rows stay zero)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def fingerprint_module(description: str, module: torch.nn.Module) -> str:
+    """A short hash of a model's config and weights, cheap enough to compute at every load.
+
+    Each parameter contributes its name, shape, sum and first values, so two checkpoints of one architecture
+    get different fingerprints while the same weights always get the same one.
+    """
+    digest = hashlib.sha256(description.encode())
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().float().flatten().cpu()
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(np.float64(flat.double().sum().item()).tobytes())
+            digest.update(flat[:16].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Encoder(ABC):
+    """Embeds images and/or texts into one vector space.
+
+    Subclasses implement :meth:`_load` (build the model, return its fingerprint) and the ``_encode_*`` hooks;
+    this class provides the lazy, thread-safe loading and the text chunking.
+    """
+
+    modalities: frozenset[Modality]
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+
+    # lifecycle -------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model now (otherwise the first encode does). Raises ``WeightsUnavailableError``."""
+        if self._fingerprint is None:
+            with self._lock:
+                if self._fingerprint is None:
+                    self._fingerprint = self._load()
+
+    @property
+    def loaded(self) -> bool:
+        return self._fingerprint is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the exact model (config and weights) behind the vectors."""
+        self.load()
+        assert self._fingerprint is not None
+        return self._fingerprint
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Vector dimension (loads the model if needed)."""
+
+    @property
+    @abstractmethod
+    def max_text_tokens(self) -> int:
+        """How many tokens of text one vector can see."""
+
+    @abstractmethod
+    def _load(self) -> str:
+        """Build the model; return its fingerprint."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this encoder's context, special tokens excluded."""
+
+    # encoding --------------------------------------------------------------------------------------------
+
+    def chunk(self, text: str) -> list[TextChunk]:
+        """The pieces of ``text`` that each fit this encoder's context."""
+        self.load()
+        return chunk_text(text, count_tokens=self.count_tokens, max_tokens=self.max_text_tokens)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit vector per text. Texts must fit the context: use :meth:`chunk` first for long ones."""
+        self.load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalise(self._encode_texts(list(texts)))
+
+    def prepare_image(self, image: Image.Image) -> Any:
+        """Pre-process one RGB image for the model (thread-safe; decoding workers call it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not embed images")
+
+    def encode_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
+        """One unit vector per output of :meth:`prepare_image`."""
+        self.load()
+        if not prepared:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalise(self._encode_prepared_images(list(prepared)))
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """One unit vector per RGB image."""
+        self.load()
+        return self.encode_prepared_images([self.prepare_image(image) for image in images])
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not embed texts")
+
+    def _encode_prepared_images(self, prepared: list[Any]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not embed images")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"

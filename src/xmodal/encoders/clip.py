@@ -1,0 +1,181 @@
+"""open_clip models: images and texts in one space.
+
+Spec forms (after the ``open_clip:`` prefix):
+
+- ``ViT-B-32/laion2b_s34b_b79k``: a built-in architecture and a pretrained tag, downloaded on first use;
+- ``local-dir:/path``: a folder with ``open_clip_config.json`` and a checkpoint;
+- ``hf-hub:org/repo``: an open_clip repository on the Hugging Face hub;
+- ``ViT-B-32@/path/to/weights.safetensors``: a built-in architecture with a local checkpoint;
+- ``/path/to/weights.safetensors``: a checkpoint with ``open_clip_config.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from xmodal.config import DevicePreference
+from xmodal.encoders.base import Encoder, fingerprint_module
+from xmodal.encoders.device import inference_context, resolve_device
+from xmodal.errors import ConfigError, WeightsUnavailableError
+from xmodal.modality import Modality
+
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenClipSource:
+    """Where an open_clip model comes from: an architecture (or schema'd folder/repo) and its weights."""
+
+    model: str
+    pretrained: str | None = None
+    checkpoint: Path | None = None
+
+    @classmethod
+    def parse(cls, target: str) -> OpenClipSource:
+        """Parse the part of a spec after ``open_clip:``."""
+        if not target:
+            raise ConfigError("Empty open_clip spec: write e.g. 'open_clip:ViT-B-32/laion2b_s34b_b79k'.")
+        if target.startswith(("local-dir:", "hf-hub:")):
+            return cls(model=target)
+        if "@" in target:
+            arch, path = target.split("@", 1)
+            return cls(model=arch, checkpoint=Path(path).expanduser())
+        if _looks_like_path(target):
+            path = Path(target).expanduser()
+            if not (path.parent / "open_clip_config.json").is_file():
+                raise ConfigError(
+                    f"open_clip checkpoint {path} has no open_clip_config.json beside it, so its architecture is "
+                    f"unknown. Name it in the spec: 'open_clip:ViT-B-32@{path}'."
+                )
+            return cls(model=f"local-dir:{path.parent}", checkpoint=path)
+        arch, _, tag = target.partition("/")
+        if arch not in open_clip.list_models():
+            raise ConfigError(
+                f"Unknown open_clip architecture '{arch}'. Known ones: `python -m open_clip --help`"
+                f" or open_clip.list_models(); e.g. {', '.join(open_clip.list_models()[:5])}."
+            )
+        if tag and tag not in open_clip.list_pretrained_tags_by_model(arch):
+            known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+            raise ConfigError(f"open_clip has no pretrained tag '{tag}' for {arch}. Known tags: {known}.")
+        return cls(model=arch, pretrained=tag or None)
+
+    def is_cached(self, cache_dir: Path) -> bool:
+        """True when loading needs no download."""
+        if self.pretrained is None:
+            return not self.model.startswith("hf-hub:")
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = open_clip.get_pretrained_cfg(self.model, self.pretrained)
+        repo, filename = os.path.split(cfg.get("hf_hub", "").rstrip("/") + "/")
+        repo = repo.rstrip("/")
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(
+            isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names
+        )
+
+
+def _looks_like_path(target: str) -> bool:
+    return target.startswith(("/", "./", "../", "~")) or target.endswith(_CHECKPOINT_SUFFIXES)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+class OpenClipEncoder(Encoder):
+    """An open_clip model; ``encode_texts`` and ``encode_images`` land in the same space."""
+
+    modalities = frozenset({Modality.IMAGE, Modality.TEXT})
+
+    def __init__(
+        self, spec: str, source: OpenClipSource, *, cache_dir: Path, device: DevicePreference
+    ) -> None:
+        super().__init__(spec)
+        self.source = source
+        self.cache_dir = cache_dir
+        self._device_preference = device
+        self._model: Any = None
+        self._preprocess: Any = None
+        self._tokenizer: Any = None
+        self._device = torch.device("cpu")
+        self._dim = 0
+
+    def _load(self) -> str:
+        self._device = resolve_device(self._device_preference)
+        if not self.source.is_cached(self.cache_dir) and _hub_offline():
+            raise WeightsUnavailableError(
+                self.spec, str(self.cache_dir), "they are not cached and HF_HUB_OFFLINE=1"
+            )
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.source.model,
+                pretrained=self.source.pretrained
+                or (str(self.source.checkpoint) if self._named_checkpoint else None),
+                load_weights=not self._folder_checkpoint,
+                cache_dir=str(self.cache_dir),
+                device=self._device,
+            )
+            if self._folder_checkpoint:
+                open_clip.load_checkpoint(model, str(self.source.checkpoint))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"open_clip encoder '{self.spec}': {exc}") from exc
+        except (RuntimeError, OSError, ValueError) as exc:
+            if self.source.pretrained is not None or self.source.model.startswith("hf-hub:"):
+                raise WeightsUnavailableError(
+                    self.spec, str(self.cache_dir), str(exc).splitlines()[0]
+                ) from exc
+            raise ConfigError(f"open_clip encoder '{self.spec}' failed to load: {exc}") from exc
+        model.eval()
+        self._model, self._preprocess = model, preprocess
+        self._tokenizer = open_clip.get_tokenizer(self.source.model, cache_dir=str(self.cache_dir))
+        with inference_context(self._device):
+            self._dim = int(model.encode_text(self._tokenizer([""]).to(self._device)).shape[-1])
+        return fingerprint_module(f"open_clip:{type(model).__name__}:{self._dim}", model)
+
+    @property
+    def _named_checkpoint(self) -> bool:
+        return self.source.checkpoint is not None and not self.source.model.startswith("local-dir:")
+
+    @property
+    def _folder_checkpoint(self) -> bool:
+        return self.source.checkpoint is not None and self.source.model.startswith("local-dir:")
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        return self._dim
+
+    @property
+    def max_text_tokens(self) -> int:
+        self.load()
+        return int(self._tokenizer.context_length) - 2  # start and end tokens
+
+    def count_tokens(self, text: str) -> int:
+        tokenizer = self._tokenizer
+        if hasattr(tokenizer, "encoder") and hasattr(tokenizer, "encode"):  # open_clip's own BPE
+            return len(tokenizer.encode(text))
+        return len(tokenizer.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prepare_image(self, image: Image.Image) -> torch.Tensor:
+        self.load()
+        return self._preprocess(image)
+
+    def _encode_prepared_images(self, prepared: list[torch.Tensor]) -> np.ndarray:
+        batch = torch.stack(prepared)
+        if self._device.type == "cuda":
+            batch = batch.pin_memory().to(self._device, non_blocking=True)
+        with inference_context(self._device):
+            return self._model.encode_image(batch).float().cpu().numpy()
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self._tokenizer(texts).to(self._device)
+        with inference_context(self._device):
+            return self._model.encode_text(tokens).float().cpu().numpy()

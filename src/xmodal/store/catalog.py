@@ -1,0 +1,301 @@
+"""The catalog: every item, its metadata, and which vectors it has in which space."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from xmodal.store.database import connect, migrate, session_factory
+from xmodal.store.models import Embedding, IndexRun, Item, ItemStatus, Space, utcnow
+
+_IN_CHUNK = 500  # ids per IN (...) clause: below every backend's parameter limit
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What the catalog knows of a path, enough to tell whether it changed."""
+
+    item_id: int
+    size: int
+    mtime_ns: int
+    sidecar_mtime_ns: int | None
+    status: str
+    modality: str | None
+    has_text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """Everything the indexer learned about one file, ready to be written."""
+
+    path: str
+    source: str
+    size: int
+    mtime_ns: int
+    modality: str | None = None
+    media_type: str | None = None
+    content_hash: str | None = None
+    sidecar_path: str | None = None
+    sidecar_mtime_ns: int | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    caption: str | None = None
+    text_excerpt: str | None = None
+    status: str = ItemStatus.OK
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEmbedding:
+    """One vector to store: which chunk of the item it came from."""
+
+    chunk: int = 0
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VectorHit:
+    """Where a vector id points in the catalog: the item, its modality, the text span of the chunk."""
+
+    item_id: int
+    modality: str | None
+    start: int | None
+    end: int | None
+
+
+@dataclass
+class CatalogStats:
+    items_by_modality: dict[str, int] = field(default_factory=dict)
+    items_by_status: dict[str, int] = field(default_factory=dict)
+    embeddings_by_space: dict[str, int] = field(default_factory=dict)
+
+
+class Catalog:
+    """Repository over the catalog database. Create with :meth:`open`; safe to share between threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = connect(url)
+        self._sessions = session_factory(self._engine)
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        """Connect and apply pending migrations."""
+        catalog = cls(url)
+        migrate(catalog._engine)
+        return catalog
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # items -----------------------------------------------------------------------------------------------
+
+    def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
+        """Path -> stored state, for all items or the given paths."""
+        query = select(
+            Item.path,
+            Item.id,
+            Item.size,
+            Item.mtime_ns,
+            Item.sidecar_mtime_ns,
+            Item.status,
+            Item.modality,
+            Item.caption.is_not(None) | (Item.modality == "text"),
+        )
+        with self.session() as session:
+            if paths is None:
+                rows = list(session.execute(query))
+            else:
+                rows = [
+                    row
+                    for part in _chunks(list(paths))
+                    for row in session.execute(query.where(Item.path.in_(part)))
+                ]
+        return {row[0]: FileState(*row[1:6], row[6], bool(row[7])) for row in rows}
+
+    def spaces_by_item(self) -> dict[int, set[str]]:
+        """Item id -> the spaces it has at least one vector in."""
+        result: dict[int, set[str]] = defaultdict(set)
+        with self.session() as session:
+            for item_id, space in session.execute(select(Embedding.item_id, Embedding.space).distinct()):
+                result[item_id].add(space)
+        return result
+
+    def get_item(self, item_id: int) -> Item | None:
+        with self.session() as session:
+            return session.get(Item, item_id)
+
+    def get_items(self, item_ids: Sequence[int]) -> dict[int, Item]:
+        found: dict[int, Item] = {}
+        with self.session() as session:
+            for part in _chunks(list(item_ids)):
+                found.update(
+                    {item.id: item for item in session.scalars(select(Item).where(Item.id.in_(part)))}
+                )
+        return found
+
+    def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
+        """(path, reason) of failed items, by path."""
+        query = select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED).order_by(Item.path)
+        with self.session() as session:
+            return [(path, error or "") for path, error in session.execute(query.limit(limit))]
+
+    def write_items(
+        self, records: Sequence[tuple[ItemRecord, dict[str, list[NewEmbedding]]]]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Upsert items and replace their embeddings, in one transaction.
+
+        Returns ``(new_ids, old_ids)``: per space, the vector ids just allocated (in the order given) and the
+        vector ids that were replaced and must leave the vector index.
+        """
+        new_ids: dict[str, list[int]] = defaultdict(list)
+        old_ids: dict[str, list[int]] = defaultdict(list)
+        with self.session() as session, session.begin():
+            existing = {
+                item.path: item
+                for part in range(0, len(records), _IN_CHUNK)
+                for item in session.scalars(
+                    select(Item).where(Item.path.in_([r.path for r, _ in records[part : part + _IN_CHUNK]]))
+                )
+            }
+            items: list[Item] = []
+            for record, _ in records:
+                item = existing.get(record.path) or Item(path=record.path, user_metadata={})
+                for name in ItemRecord.__slots__:
+                    setattr(item, name, getattr(record, name))
+                item.updated_at = utcnow()
+                session.add(item)
+                items.append(item)
+            session.flush()
+            touched = [item.id for item in items if item.path in existing]
+            for part in _chunks(touched):
+                for vector_id, space in session.execute(
+                    select(Embedding.id, Embedding.space).where(Embedding.item_id.in_(part))
+                ):
+                    old_ids[space].append(vector_id)
+                session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
+            for item, (_, per_space) in zip(items, records, strict=True):
+                for space, embeddings in per_space.items():
+                    rows = [
+                        Embedding(item_id=item.id, space=space, chunk=e.chunk, start=e.start, end=e.end)
+                        for e in embeddings
+                    ]
+                    session.add_all(rows)
+                    session.flush()
+                    new_ids[space].extend(row.id for row in rows)
+        return dict(new_ids), dict(old_ids)
+
+    def delete_embeddings(self, space: str, vector_ids: Sequence[int]) -> None:
+        with self.session() as session, session.begin():
+            for part in _chunks(list(vector_ids)):
+                session.execute(delete(Embedding).where(Embedding.space == space, Embedding.id.in_(part)))
+
+    def vector_ids(self, space: str) -> list[int]:
+        with self.session() as session:
+            return list(session.scalars(select(Embedding.id).where(Embedding.space == space)))
+
+    def resolve_vectors(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
+        """Vector id -> the item (and text span) it belongs to."""
+        hits: dict[int, VectorHit] = {}
+        with self.session() as session:
+            for part in _chunks(list(vector_ids)):
+                query = (
+                    select(Embedding.id, Embedding.item_id, Item.modality, Embedding.start, Embedding.end)
+                    .join(Item, Item.id == Embedding.item_id)
+                    .where(Embedding.id.in_(part))
+                )
+                hits.update({row[0]: VectorHit(*row[1:]) for row in session.execute(query)})
+        return hits
+
+    def vector_ids_of_items(self, space: str, item_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Item id -> its vector ids in ``space``."""
+        result: dict[int, list[int]] = defaultdict(list)
+        with self.session() as session:
+            for part in _chunks(list(item_ids)):
+                query = select(Embedding.item_id, Embedding.id).where(
+                    Embedding.space == space, Embedding.item_id.in_(part)
+                )
+                for item_id, vector_id in session.execute(query):
+                    result[item_id].append(vector_id)
+        return dict(result)
+
+    # spaces ----------------------------------------------------------------------------------------------
+
+    def get_space(self, name: str) -> Space | None:
+        with self.session() as session:
+            return session.get(Space, name)
+
+    def save_space(self, *, name: str, encoder_spec: str, dim: int, fingerprint: str) -> None:
+        with self.session() as session, session.begin():
+            space = session.get(Space, name) or Space(name=name)
+            space.encoder_spec, space.dim, space.fingerprint, space.metric = (
+                encoder_spec,
+                dim,
+                fingerprint,
+                "ip",
+            )
+            session.add(space)
+
+    def drop_space(self, name: str) -> int:
+        """Forget a space and its embeddings; returns how many embeddings went."""
+        with self.session() as session, session.begin():
+            count = (
+                session.scalar(select(func.count()).select_from(Embedding).where(Embedding.space == name))
+                or 0
+            )
+            session.execute(delete(Embedding).where(Embedding.space == name))
+            session.execute(delete(Space).where(Space.name == name))
+        return int(count)
+
+    # runs and stats --------------------------------------------------------------------------------------
+
+    def start_run(self, roots: Sequence[str]) -> int:
+        with self.session() as session, session.begin():
+            run = IndexRun(roots=list(roots), status="running", stats={})
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, *, status: str, stats: dict[str, Any]) -> None:
+        with self.session() as session, session.begin():
+            run = session.get(IndexRun, run_id)
+            if run is not None:
+                run.status, run.stats, run.finished_at = status, stats, utcnow()
+
+    def last_run(self) -> tuple[datetime, str] | None:
+        with self.session() as session:
+            row = session.execute(
+                select(IndexRun.started_at, IndexRun.status).order_by(IndexRun.id.desc()).limit(1)
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    def stats(self) -> CatalogStats:
+        with self.session() as session:
+            by_modality = session.execute(
+                select(Item.modality, func.count())
+                .where(Item.status == ItemStatus.OK)
+                .group_by(Item.modality)
+            ).all()
+            by_status = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
+            by_space = session.execute(select(Embedding.space, func.count()).group_by(Embedding.space)).all()
+        return CatalogStats(
+            items_by_modality={str(k): v for k, v in by_modality},
+            items_by_status={str(k): v for k, v in by_status},
+            embeddings_by_space={str(k): v for k, v in by_space},
+        )

@@ -1,0 +1,99 @@
+"""The catalog's tables (SQLAlchemy 2.0 typed ORM). Alembic migrations in ``migrations/`` create them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ItemStatus(StrEnum):
+    """``ok``: decoded and embedded wherever possible. ``failed``: see ``Item.error``."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}  # noqa: RUF012 (SQLAlchemy's documented pattern)
+
+
+class Item(Base):
+    """One indexed file (or one that failed, with the reason)."""
+
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(2048), index=True)
+    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    media_type: Mapped[str | None] = mapped_column(String(255))
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sidecar_path: Mapped[str | None] = mapped_column(String(4096))
+    sidecar_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration: Mapped[float | None] = mapped_column(Float)
+    caption: Mapped[str | None] = mapped_column(Text)
+    text_excerpt: Mapped[str | None] = mapped_column(Text)
+    user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.OK, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Space(Base):
+    """A vector space: its encoder and the fingerprint of the model its vectors came from."""
+
+    __tablename__ = "spaces"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    encoder_spec: Mapped[str] = mapped_column(String(1024))
+    dim: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(16), default="ip")
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """One vector of an item in a space. Its id is the vector's id in that space's FAISS index.
+
+    A text longer than the encoder's context has one embedding per chunk; ``start``/``end`` locate the chunk
+    in the item's text (caption or document), and the item scores as its best chunk.
+    """
+
+    __tablename__ = "embeddings"
+    __table_args__ = (Index("ix_embeddings_item_space", "item_id", "space"),)
+
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    space: Mapped[str] = mapped_column(ForeignKey("spaces.name", ondelete="CASCADE"))
+    chunk: Mapped[int] = mapped_column(Integer, default=0)
+    start: Mapped[int | None] = mapped_column(Integer)
+    end: Mapped[int | None] = mapped_column(Integer)
+
+
+class IndexRun(Base):
+    """One run of the indexer: when, over what, and how it ended."""
+
+    __tablename__ = "index_runs"
+
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
+    roots: Mapped[list[str]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

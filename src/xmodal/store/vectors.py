@@ -1,0 +1,153 @@
+"""One FAISS index per space, saved atomically beside a small JSON header.
+
+Vectors are L2-normalised float32 and compared by inner product (cosine). Their ids are the catalog's
+embedding ids, so a search hit maps straight back to a catalog row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from xmodal.errors import SpaceMismatchError
+
+INDEX_FILE = "index.faiss"
+HEADER_FILE = "space.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceHeader:
+    """What a saved index remembers about the model that made its vectors."""
+
+    name: str
+    encoder_spec: str
+    fingerprint: str
+    dim: int
+    metric: str = "ip"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def gpu_available() -> bool:
+    """True when this FAISS build has GPU support and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class VectorIndex:
+    """A space's vectors: add, remove, search, reconstruct, save. Thread-safe."""
+
+    def __init__(self, directory: Path, header: SpaceHeader, index: faiss.Index) -> None:
+        self.directory = directory
+        self.header = header
+        self._index = index
+        self._lock = threading.RLock()
+        self._dirty = False
+
+    @classmethod
+    def create(cls, directory: Path, header: SpaceHeader) -> VectorIndex:
+        """An empty exact (flat inner-product) index with explicit ids."""
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(header.dim))
+        return cls(directory, header, index)
+
+    @classmethod
+    def load(cls, directory: Path) -> VectorIndex | None:
+        """The index saved in ``directory``, or ``None`` if there is none yet."""
+        header_path = directory / HEADER_FILE
+        if not header_path.is_file():
+            return None
+        header = SpaceHeader(**json.loads(header_path.read_text()))
+        index_path = directory / INDEX_FILE
+        if index_path.is_file():
+            index = faiss.read_index(str(index_path))
+        else:
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(header.dim))
+        return cls(directory, header, index)
+
+    def check_compatible(self, encoder_spec: str, fingerprint: str) -> None:
+        """Raise ``SpaceMismatchError`` unless the vectors came from the model with ``fingerprint``."""
+        if fingerprint != self.header.fingerprint:
+            raise SpaceMismatchError(
+                f"Space '{self.header.name}' holds vectors made by '{self.header.encoder_spec}' "
+                f"(model fingerprint {self.header.fingerprint}), but the configured encoder '{encoder_spec}' "
+                f"is a different model (fingerprint {fingerprint}); its vectors would not be comparable.\n"
+                f"Either configure the original encoder again, or drop the space and re-index: "
+                f"`xmodal spaces drop {self.header.name}` then `xmodal index ...`."
+            )
+
+    # reading ---------------------------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """Every vector id held, as int64."""
+        with self._lock:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock:
+            k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+            return self._index.search(queries, k)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (each must be present)."""
+        with self._lock:
+            return (
+                np.stack([self._index.reconstruct(int(i)) for i in ids])
+                if len(ids)
+                else np.zeros((0, self.header.dim), dtype=np.float32)
+            )
+
+    # writing ---------------------------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape[1] != self.header.dim:
+            raise ValueError(
+                f"space {self.header.name} holds {self.header.dim}-d vectors, got {vectors.shape[1]}"
+            )
+        with self._lock:
+            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            self._dirty = True
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ``ids``; returns how many were present."""
+        if len(ids) == 0:
+            return 0
+        with self._lock:
+            removed = int(self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
+            self._dirty = self._dirty or removed > 0
+            return removed
+
+    def save(self) -> None:
+        """Write header and index to temporary files, then rename them into place."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _atomic_write_bytes(
+                self.directory / HEADER_FILE, json.dumps(asdict(self.header), indent=2).encode()
+            )
+            _atomic_write_bytes(self.directory / INDEX_FILE, faiss.serialize_index(self._index).tobytes())
+            self._dirty = False
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
