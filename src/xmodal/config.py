@@ -39,9 +39,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="XMODAL_", extra="ignore", validate_default=True)
 
-    home: Path = Field(
-        default_factory=_default_home, description="Holds the catalog, indexes and model cache."
-    )
+    home: Path = Field(default_factory=_default_home, description="Holds the catalog, indexes and model cache.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; default: SQLite at $XMODAL_HOME/catalog.db."
     )
@@ -55,43 +53,23 @@ class Settings(BaseSettings):
 
     batch_size: PositiveInt = Field(default=32, description="Items per encoder batch.")
     decode_workers: PositiveInt = Field(default_factory=_default_workers, description="Decoding threads.")
-    decode_queue_size: PositiveInt = Field(
-        default=128, description="Decoded items waiting for the encoder, at most."
-    )
-    commit_every: PositiveInt = Field(
-        default=512, description="Items per catalog transaction while indexing."
-    )
+    decode_queue_size: PositiveInt = Field(default=128, description="Decoded items waiting for the encoder, at most.")
+    commit_every: PositiveInt = Field(default=512, description="Items per catalog transaction while indexing.")
 
-    max_file_bytes: PositiveInt = Field(
-        default=256 * 2**20, description="Larger files are recorded as failed."
-    )
-    max_image_pixels: PositiveInt = Field(
-        default=89_478_485, description="Decompression-bomb limit (pixels)."
-    )
-    max_text_bytes: PositiveInt = Field(
-        default=8 * 2**20, description="Larger text files are recorded as failed."
-    )
-    max_caption_chars: PositiveInt = Field(
-        default=2000, description="Sidecar captions are cut to this length."
-    )
-    text_excerpt_chars: PositiveInt = Field(
-        default=400, description="Length of the excerpt stored per text item."
-    )
+    max_file_bytes: PositiveInt = Field(default=256 * 2**20, description="Larger files are recorded as failed.")
+    max_image_pixels: PositiveInt = Field(default=89_478_485, description="Decompression-bomb limit (pixels).")
+    max_text_bytes: PositiveInt = Field(default=8 * 2**20, description="Larger text files are recorded as failed.")
+    max_caption_chars: PositiveInt = Field(default=2000, description="Sidecar captions are cut to this length.")
+    text_excerpt_chars: PositiveInt = Field(default=400, description="Length of the excerpt stored per text item.")
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
-    include_hidden: bool = Field(
-        default=False, description="Index files and folders whose name starts with '.'."
-    )
+    include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
 
     default_k: PositiveInt = Field(default=10, description="Results per query when k is not given.")
     max_k: PositiveInt = Field(default=1000, description="Largest k a query may ask for.")
     max_query_chars: PositiveInt = Field(default=10_000, description="Longest text query accepted.")
     max_upload_bytes: PositiveInt = Field(default=20 * 2**20, description="Largest query upload over HTTP.")
-    thumbnail_size: PositiveInt = Field(
-        default=256, description="Longest side of served thumbnails (pixels)."
-    )
-    max_thumbnail_size: PositiveInt = Field(
-        default=1024, description="Largest thumbnail a client may ask for."
-    )
+    thumbnail_size: PositiveInt = Field(default=256, description="Longest side of served thumbnails (pixels).")
+    max_thumbnail_size: PositiveInt = Field(default=1024, description="Largest thumbnail a client may ask for.")
 
     @field_validator("home", "model_cache", mode="after")
     @classmethod

@@ -18,13 +18,14 @@ from typing import Any
 from PIL import Image
 
 from xmodal.config import Settings
+from xmodal.encoders import build_encoder
 from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError
 from xmodal.indexer.decode import ImageLimits, decode_image, to_rgb
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
 from xmodal.search.query import SearchQuery, SearchResult
 from xmodal.search.searcher import Searcher, SearchResponse
-from xmodal.spaces import SpaceSet
+from xmodal.spaces import EncoderBuilder, SpaceSet
 from xmodal.store.catalog import Catalog
 from xmodal.store.models import Item
 
@@ -60,16 +61,25 @@ class Engine:
 
     @classmethod
     def open(
-        cls, home: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any
+        cls,
+        home: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        build_encoder: EncoderBuilder = build_encoder,
+        **overrides: Any,
     ) -> Engine:
-        """Open (creating if needed) the home at ``home``, or the one the settings/environment name."""
+        """Open (creating if needed) the home at ``home``, or the one the settings/environment name.
+
+        ``build_encoder`` makes each space's encoder from its spec; pass one that reuses loaded models to share
+        them between engines.
+        """
         if settings is None:
             settings = Settings(**({"home": home} if home is not None else {}), **overrides)
         elif home is not None or overrides:
             settings = settings.model_copy(update={**({"home": Path(home)} if home else {}), **overrides})
         settings.home.mkdir(parents=True, exist_ok=True)
         catalog = Catalog.open(settings.catalog_url)
-        return cls(settings, catalog, SpaceSet.from_settings(settings, catalog))
+        return cls(settings, catalog, SpaceSet.from_settings(settings, catalog, build_encoder))
 
     def close(self) -> None:
         self.spaces.save()
@@ -99,9 +109,7 @@ class Engine:
         space: str | None = None,
     ) -> list[SearchResult]:
         """The ``k`` best items for a text and/or an image (a path, encoded bytes or a PIL image)."""
-        return self.query(
-            self.build_query(text=text, image=image, k=k, modalities=modalities, space=space)
-        ).results
+        return self.query(self.build_query(text=text, image=image, k=k, modalities=modalities, space=space)).results
 
     def query(self, query: SearchQuery) -> SearchResponse:
         """Run a prepared query; the response also says which spaces could not answer."""
@@ -184,9 +192,7 @@ class Engine:
             )
         return EngineStats(
             home=str(self.settings.home),
-            catalog_url=self.catalog.url
-            if "@" not in self.catalog.url
-            else "(database URL with credentials)",
+            catalog_url=self.catalog.url if "@" not in self.catalog.url else "(database URL with credentials)",
             items_by_modality=catalog_stats.items_by_modality,
             items_by_status=catalog_stats.items_by_status,
             spaces=spaces,

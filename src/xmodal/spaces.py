@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from xmodal.store.catalog import Catalog
 from xmodal.store.vectors import SpaceHeader, VectorIndex
 
 log = logging.getLogger(__name__)
+
+EncoderBuilder = Callable[[str, Settings], Encoder]
 
 
 class VectorSpace:
@@ -114,10 +116,11 @@ class SpaceSet:
         self._spaces = spaces
 
     @classmethod
-    def from_settings(cls, settings: Settings, catalog: Catalog) -> SpaceSet:
+    def from_settings(cls, settings: Settings, catalog: Catalog, build: EncoderBuilder = build_encoder) -> SpaceSet:
+        """The settings' spaces; ``build`` makes each encoder (tests pass one that shares loaded models)."""
         return cls(
             {
-                name: VectorSpace(name, build_encoder(spec, settings), settings.spaces_dir / name, catalog)
+                name: VectorSpace(name, build(spec, settings), settings.spaces_dir / name, catalog)
                 for name, spec in settings.space_encoders().items()
             }
         )

@@ -77,9 +77,7 @@ class OpenClipSource:
         repo, filename = os.path.split(cfg.get("hf_hub", "").rstrip("/") + "/")
         repo = repo.rstrip("/")
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        return any(
-            isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names
-        )
+        return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names)
 
 
 def _looks_like_path(target: str) -> bool:
@@ -95,9 +93,7 @@ class OpenClipEncoder(Encoder):
 
     modalities = frozenset({Modality.IMAGE, Modality.TEXT})
 
-    def __init__(
-        self, spec: str, source: OpenClipSource, *, cache_dir: Path, device: DevicePreference
-    ) -> None:
+    def __init__(self, spec: str, source: OpenClipSource, *, cache_dir: Path, device: DevicePreference) -> None:
         super().__init__(spec)
         self.source = source
         self.cache_dir = cache_dir
@@ -111,14 +107,11 @@ class OpenClipEncoder(Encoder):
     def _load(self) -> str:
         self._device = resolve_device(self._device_preference)
         if not self.source.is_cached(self.cache_dir) and _hub_offline():
-            raise WeightsUnavailableError(
-                self.spec, str(self.cache_dir), "they are not cached and HF_HUB_OFFLINE=1"
-            )
+            raise WeightsUnavailableError(self.spec, str(self.cache_dir), "they are not cached and HF_HUB_OFFLINE=1")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.source.model,
-                pretrained=self.source.pretrained
-                or (str(self.source.checkpoint) if self._named_checkpoint else None),
+                pretrained=self.source.pretrained or (str(self.source.checkpoint) if self._named_checkpoint else None),
                 load_weights=not self._folder_checkpoint,
                 cache_dir=str(self.cache_dir),
                 device=self._device,
@@ -129,9 +122,7 @@ class OpenClipEncoder(Encoder):
             raise ConfigError(f"open_clip encoder '{self.spec}': {exc}") from exc
         except (RuntimeError, OSError, ValueError) as exc:
             if self.source.pretrained is not None or self.source.model.startswith("hf-hub:"):
-                raise WeightsUnavailableError(
-                    self.spec, str(self.cache_dir), str(exc).splitlines()[0]
-                ) from exc
+                raise WeightsUnavailableError(self.spec, str(self.cache_dir), str(exc).splitlines()[0]) from exc
             raise ConfigError(f"open_clip encoder '{self.spec}' failed to load: {exc}") from exc
         model.eval()
         self._model, self._preprocess = model, preprocess

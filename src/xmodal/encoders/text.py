@@ -65,9 +65,7 @@ class SentenceEncoder(Encoder):
             model = SentenceTransformer(location, device=str(self._device), cache_folder=str(self.cache_dir))
         except OSError as exc:
             if os.path.isdir(location):
-                raise ConfigError(
-                    f"sentence encoder '{self.spec}' failed to load from {location}: {exc}"
-                ) from exc
+                raise ConfigError(f"sentence encoder '{self.spec}' failed to load from {location}: {exc}") from exc
             raise WeightsUnavailableError(self.spec, str(self.cache_dir), str(exc).splitlines()[0]) from exc
         model.eval()
         self._model = model

@@ -34,9 +34,7 @@ def list_cached(settings: Settings) -> list[CachedModel]:
     except CacheNotFound:
         return []
     models = [
-        CachedModel(
-            repo=repo.repo_id, size_bytes=repo.size_on_disk, files=repo.nb_files, path=str(repo.repo_path)
-        )
+        CachedModel(repo=repo.repo_id, size_bytes=repo.size_on_disk, files=repo.nb_files, path=str(repo.repo_path))
         for repo in info.repos
     ]
     return sorted(models, key=lambda model: model.size_bytes, reverse=True)

@@ -37,9 +37,7 @@ def embed_batch(
     return results
 
 
-def _embed_images(
-    files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]]
-) -> None:
+def _embed_images(files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]]) -> None:
     if not space.embeds(Modality.IMAGE):
         return
     positions = [i for i, f in enumerate(files) if space.name in f.prepared_images]

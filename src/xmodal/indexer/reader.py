@@ -148,8 +148,7 @@ def _decode_image(
 def _decode_text(source: SourceFile, data: bytes, limits: ReadLimits) -> DecodedFile:
     if len(data) > limits.max_text_bytes:
         raise DecodeError(
-            f"text file is {len(data)} bytes, over the limit of {limits.max_text_bytes} "
-            "(XMODAL_MAX_TEXT_BYTES)"
+            f"text file is {len(data)} bytes, over the limit of {limits.max_text_bytes} (XMODAL_MAX_TEXT_BYTES)"
         )
     text = decode_text(data)
     if not text.strip():

@@ -71,9 +71,7 @@ class IndexReport:
         return data
 
 
-def bounded_map(
-    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], limit: int
-) -> Iterator[R]:
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
     """``pool.map`` that keeps at most ``limit`` calls in flight and yields results in input order."""
     pending: list[Future[R]] = []
     head = 0
@@ -141,9 +139,7 @@ class Indexer:
             active.append(space)
         return active
 
-    def _scan(
-        self, roots: Sequence[Path], active: list[VectorSpace], report: IndexReport
-    ) -> list[SourceFile]:
+    def _scan(self, roots: Sequence[Path], active: list[VectorSpace], report: IndexReport) -> list[SourceFile]:
         started = time.perf_counter()
         states = self.catalog.file_states()
         coverage = self.catalog.spaces_by_item()

@@ -109,9 +109,7 @@ def _walk_dir(
         elif stat.S_ISREG(entry_info.st_mode):
             files[entry.name] = entry_info
 
-    media_stems = {
-        os.path.splitext(name)[0] for name in files if os.path.splitext(name)[1].lower() in media_exts
-    }
+    media_stems = {os.path.splitext(name)[0] for name in files if os.path.splitext(name)[1].lower() in media_exts}
     for name, file_info in files.items():
         stem, ext = os.path.splitext(name)
         if ext.lower() in text_exts and stem in media_stems:

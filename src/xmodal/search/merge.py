@@ -40,9 +40,7 @@ class RankMerger:
                 contribution = hit.score if len(non_empty) == 1 else 1.0 / (self.rrf_k + rank)
                 previous = merged.get(hit.item_id)
                 if previous is None:
-                    merged[hit.item_id] = MergedHit(
-                        hit.item_id, contribution, hit.modality, {name: hit.score}, hit
-                    )
+                    merged[hit.item_id] = MergedHit(hit.item_id, contribution, hit.modality, {name: hit.score}, hit)
                 else:
                     previous.space_scores[name] = hit.score
                     merged[hit.item_id] = MergedHit(

@@ -22,9 +22,7 @@ class SearchQuery:
 
     def parts(self) -> list[Modality]:
         """The modalities of the query's parts."""
-        return [
-            m for m, value in ((Modality.TEXT, self.text), (Modality.IMAGE, self.image)) if value is not None
-        ]
+        return [m for m, value in ((Modality.TEXT, self.text), (Modality.IMAGE, self.image)) if value is not None]
 
 
 @dataclass(frozen=True, slots=True)

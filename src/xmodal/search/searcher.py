@@ -62,9 +62,7 @@ class Searcher:
             raise InvalidQueryError("A query needs a text or an image.")
         if query.space is not None:
             if query.space not in self.spaces:
-                raise NotFoundError(
-                    f"No space named '{query.space}'. Spaces: {', '.join(self.spaces.names())}."
-                )
+                raise NotFoundError(f"No space named '{query.space}'. Spaces: {', '.join(self.spaces.names())}.")
             space = self.spaces[query.space]
             unembeddable = [m.value for m in parts if not space.embeds(m)]
             if unembeddable:
@@ -94,11 +92,7 @@ class Searcher:
             item = items.get(hit.item_id)
             if item is None:  # deleted between search and lookup
                 continue
-            span = (
-                (hit.best.start, hit.best.end)
-                if hit.best.start is not None and hit.best.end is not None
-                else None
-            )
+            span = (hit.best.start, hit.best.end) if hit.best.start is not None and hit.best.end is not None else None
             results.append(
                 SearchResult(
                     item_id=item.id,

@@ -123,9 +123,7 @@ class Catalog:
                 rows = list(session.execute(query))
             else:
                 rows = [
-                    row
-                    for part in _chunks(list(paths))
-                    for row in session.execute(query.where(Item.path.in_(part)))
+                    row for part in _chunks(list(paths)) for row in session.execute(query.where(Item.path.in_(part)))
                 ]
         return {row[0]: FileState(*row[1:6], row[6], bool(row[7])) for row in rows}
 
@@ -145,9 +143,7 @@ class Catalog:
         found: dict[int, Item] = {}
         with self.session() as session:
             for part in _chunks(list(item_ids)):
-                found.update(
-                    {item.id: item for item in session.scalars(select(Item).where(Item.id.in_(part)))}
-                )
+                found.update({item.id: item for item in session.scalars(select(Item).where(Item.id.in_(part)))})
         return found
 
     def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
@@ -255,10 +251,7 @@ class Catalog:
     def drop_space(self, name: str) -> int:
         """Forget a space and its embeddings; returns how many embeddings went."""
         with self.session() as session, session.begin():
-            count = (
-                session.scalar(select(func.count()).select_from(Embedding).where(Embedding.space == name))
-                or 0
-            )
+            count = session.scalar(select(func.count()).select_from(Embedding).where(Embedding.space == name)) or 0
             session.execute(delete(Embedding).where(Embedding.space == name))
             session.execute(delete(Space).where(Space.name == name))
         return int(count)
@@ -288,9 +281,7 @@ class Catalog:
     def stats(self) -> CatalogStats:
         with self.session() as session:
             by_modality = session.execute(
-                select(Item.modality, func.count())
-                .where(Item.status == ItemStatus.OK)
-                .group_by(Item.modality)
+                select(Item.modality, func.count()).where(Item.status == ItemStatus.OK).group_by(Item.modality)
             ).all()
             by_status = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
             by_space = session.execute(select(Embedding.space, func.count()).group_by(Embedding.space)).all()

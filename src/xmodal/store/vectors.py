@@ -122,9 +122,7 @@ class VectorIndex:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape[1] != self.header.dim:
-            raise ValueError(
-                f"space {self.header.name} holds {self.header.dim}-d vectors, got {vectors.shape[1]}"
-            )
+            raise ValueError(f"space {self.header.name} holds {self.header.dim}-d vectors, got {vectors.shape[1]}")
         with self._lock:
             self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
             self._dirty = True
@@ -142,9 +140,7 @@ class VectorIndex:
         """Write header and index to temporary files, then rename them into place."""
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(
-                self.directory / HEADER_FILE, json.dumps(asdict(self.header), indent=2).encode()
-            )
+            _atomic_write_bytes(self.directory / HEADER_FILE, json.dumps(asdict(self.header), indent=2).encode())
             _atomic_write_bytes(self.directory / INDEX_FILE, faiss.serialize_index(self._index).tobytes())
             self._dirty = False
 

@@ -1,0 +1,70 @@
+"""Items: their catalog row, their file and a thumbnail. Only indexed files are ever served."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.responses import FileResponse
+
+from xmodal.api.deps import EngineDep
+from xmodal.api.schemas import ErrorBody, ItemBody
+from xmodal.errors import DecodeError
+from xmodal.indexer.decode import ImageLimits, decode_image
+from xmodal.store.models import Item, ItemStatus
+
+router = APIRouter(prefix="/items", tags=["items"], responses={404: {"model": ErrorBody}})
+
+
+@router.get("/{item_id}", response_model=ItemBody)
+def get_item(item_id: int, engine: EngineDep) -> ItemBody:
+    """An item's catalog row."""
+    return ItemBody.model_validate(engine.item(item_id))
+
+
+@router.get("/{item_id}/content", response_class=FileResponse)
+def get_content(item_id: int, engine: EngineDep) -> FileResponse:
+    """The item's file, as indexed."""
+    item = engine.item(item_id)
+    path = _served_path(item)
+    return FileResponse(path, media_type=item.media_type or "application/octet-stream", filename=path.name)
+
+
+@router.get("/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, 415: {"model": ErrorBody}})
+def get_thumbnail(
+    item_id: int,
+    engine: EngineDep,
+    size: Annotated[int | None, Query(ge=16, description="Longest side in pixels.")] = None,
+) -> Response:
+    """A JPEG thumbnail of an image item."""
+    settings = engine.settings
+    side = size or settings.thumbnail_size
+    if side > settings.max_thumbnail_size:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"size must be at most {settings.max_thumbnail_size} (XMODAL_MAX_THUMBNAIL_SIZE).",
+        )
+    item = engine.item(item_id)
+    if item.modality != "image":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Item {item_id} is not an image.")
+    path = _served_path(item)
+    try:
+        image = decode_image(path.read_bytes(), ImageLimits(settings.max_image_pixels)).image
+    except (OSError, DecodeError) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item_id}'s file can no longer be read.") from exc
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    etag = f'"{item.content_hash}-{side}"'
+    return Response(buffer.getvalue(), media_type="image/jpeg", headers={"ETag": etag, "Cache-Control": "max-age=3600"})
+
+
+def _served_path(item: Item) -> Path:
+    if item.status != ItemStatus.OK:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id} was not indexed ({item.error}).")
+    path = Path(item.path)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id}'s file is no longer on disk.")
+    return path

@@ -1,0 +1,270 @@
+"""The ``xmodal`` command: a thin layer that parses arguments, calls the library and prints.
+
+Exit codes: 0 all good; 1 finished, but some files failed (or another runtime error); 2 usage or configuration
+error (bad arguments, unknown space, missing weights, a space built by another model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichBar
+from rich.table import Table
+
+from xmodal.config import Settings
+from xmodal.engine import Engine
+from xmodal.errors import (
+    ConfigError,
+    InvalidQueryError,
+    NotFoundError,
+    SpaceMismatchError,
+    WeightsUnavailableError,
+    XmodalError,
+)
+from xmodal.indexer.runner import IndexReport
+
+app = typer.Typer(help="Cross-modal search over folders of images and texts.", no_args_is_help=True)
+models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
+spaces_app = typer.Typer(help="Manage vector spaces.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(spaces_app, name="spaces")
+
+HomeOption = Annotated[Path | None, typer.Option("--home", help="xmodal home (default: $XMODAL_HOME or ~/.xmodal).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+_USAGE_ERRORS = (ConfigError, InvalidQueryError, NotFoundError, SpaceMismatchError, WeightsUnavailableError)
+
+
+def _settings(home: Path | None) -> Settings:
+    return Settings(home=home) if home is not None else Settings()
+
+
+def _console() -> Console:
+    return Console(stderr=False)
+
+
+class BarProgress:
+    """Draws the indexer's progress with rich (on stderr, so --json output stays clean)."""
+
+    def __init__(self) -> None:
+        self._bar = RichBar(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task: int | None = None
+
+    def scanning(self, files_seen: int) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("scanning", total=None)
+        self._bar.update(self._task, completed=files_seen)
+
+    def start(self, total: int) -> None:
+        if self._task is None:
+            self._bar.start()
+        else:
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task("indexing", total=total)
+
+    def advance(self, count: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, count)
+
+    def finish(self) -> None:
+        self._bar.stop()
+
+
+def _print_report(console: Console, report: IndexReport) -> None:
+    table = Table(title="Index run", show_header=True)
+    table.add_column("outcome")
+    table.add_column("files", justify="right")
+    for label, value in [
+        ("scanned", report.scanned),
+        ("new", report.indexed),
+        ("changed", report.updated),
+        ("unchanged", report.unchanged),
+        ("skipped (unsupported)", report.skipped),
+        ("failed", report.failed),
+        ("vectors added", report.vectors_added),
+    ]:
+        table.add_row(label, str(value))
+    console.print(table)
+    timings = ", ".join(f"{name.removesuffix('_s')} {seconds:.1f}s" for name, seconds in report.timings.items())
+    console.print(f"time: {timings}")
+    for reason, count in report.skipped_reasons.most_common():
+        console.print(f"  skipped {count}: {reason}")
+    for name, reason in report.spaces_unavailable.items():
+        console.print(f"[yellow]space '{name}' was not indexed:[/yellow] {reason}")
+    if report.failures:
+        failures = Table(title=f"{len(report.failures)} failed files", show_header=True)
+        failures.add_column("file", overflow="fold")
+        failures.add_column("reason", overflow="fold")
+        for path, reason in report.failures:
+            failures.add_row(path, reason)
+        console.print(failures)
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Index files and folders: new and changed files are embedded, unchanged ones skipped."""
+    console = _console()
+    show_bar = not quiet and not as_json and sys.stderr.isatty()
+    with Engine.open(settings=_settings(home)) as engine:
+        report = engine.index(paths, progress=BarProgress() if show_bar else None)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif not quiet or report.failures:
+        _print_report(console, report)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="Text query.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Image file to search with.")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    space: Annotated[str | None, typer.Option("--space", help="Search only this space.")] = None,
+    modality: Annotated[list[str] | None, typer.Option("--modality", "-m", help="Keep only these.")] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search by text and/or image."""
+    with Engine.open(settings=_settings(home)) as engine:
+        response = engine.query(engine.build_query(text=text, image=image, k=k, modalities=modality, space=space))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "results": [asdict(result) for result in response.results],
+                    "spaces_searched": response.spaces_searched,
+                    "spaces_unavailable": response.spaces_unavailable,
+                },
+                indent=2,
+            )
+        )
+        return
+    console = _console()
+    table = Table(show_header=True)
+    for column in ("#", "score", "id", "modality", "path", "caption / text"):
+        table.add_column(column, overflow="fold")
+    for rank, result in enumerate(response.results, start=1):
+        snippet = result.caption or result.text_excerpt or ""
+        table.add_row(
+            str(rank), f"{result.score:.4f}", str(result.item_id), result.modality or "", result.path, snippet[:120]
+        )
+    console.print(table)
+    for name, reason in response.spaces_unavailable.items():
+        console.print(f"[yellow]space '{name}' not searched:[/yellow] {reason}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    home: HomeOption = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from xmodal.api.app import create_app
+
+    uvicorn.run(create_app(_settings(home)), host=host, port=port)
+
+
+@app.command()
+def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """What the home holds: items by modality and status, vectors per space."""
+    with Engine.open(settings=_settings(home)) as engine:
+        info = engine.stats()
+    if as_json:
+        print(json.dumps(asdict(info), indent=2))
+        return
+    console = _console()
+    console.print(f"home: {info.home}\ncatalog: {info.catalog_url}")
+    console.print("items: " + (", ".join(f"{k} {v}" for k, v in sorted(info.items_by_modality.items())) or "none"))
+    console.print("status: " + (", ".join(f"{k} {v}" for k, v in sorted(info.items_by_status.items())) or "none"))
+    table = Table(show_header=True)
+    for column in ("space", "encoder", "vectors", "dim", "fingerprint"):
+        table.add_column(column, overflow="fold")
+    for space in info.spaces:
+        table.add_row(space.name, space.encoder_spec, str(space.vectors), str(space.dim or ""), space.fingerprint or "")
+    console.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    specs: Annotated[list[str] | None, typer.Argument(help="Encoder specs (default: every configured one).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Download model weights into the cache now, so indexing and serving need no network."""
+    from xmodal.encoders.weights import pull
+
+    settings = _settings(home)
+    console = _console()
+    for spec in specs or list(settings.space_encoders().values()):
+        console.print(f"pulling {spec} ...")
+        console.print(f"  ready (fingerprint {pull(spec, settings)}) in {settings.models_dir}")
+
+
+@models_app.command("list")
+def models_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Models in the cache, and the encoders each space is configured with."""
+    from xmodal.encoders.weights import list_cached
+
+    settings = _settings(home)
+    cached = list_cached(settings)
+    if as_json:
+        print(json.dumps({"cache": str(settings.models_dir), "models": [asdict(m) for m in cached]}, indent=2))
+        return
+    console = _console()
+    console.print(f"cache: {settings.models_dir}")
+    for name, spec in settings.space_encoders().items():
+        console.print(f"space {name}: {spec}")
+    table = Table(show_header=True)
+    for column in ("repository", "size (MB)", "files"):
+        table.add_column(column)
+    for model in cached:
+        table.add_row(model.repo, f"{model.size_bytes / 1e6:.1f}", str(model.files))
+    console.print(table if cached else "no downloaded models in the cache")
+
+
+@spaces_app.command("drop")
+def spaces_drop(
+    name: Annotated[str, typer.Argument(help="Space to empty.")],
+    home: HomeOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a space's vectors, e.g. to re-index it with another model."""
+    if not yes:
+        typer.confirm(f"Delete every vector of space '{name}'?", abort=True)
+    with Engine.open(settings=_settings(home)) as engine:
+        dropped = engine.drop_space(name)
+    _console().print(f"space '{name}': {dropped} vectors deleted; the next `xmodal index` embeds them again")
+
+
+def main() -> None:
+    """Console entry point: runs the app and turns xmodal errors into a message and an exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except XmodalError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2 if isinstance(exc, _USAGE_ERRORS) else 1)

@@ -1,0 +1,117 @@
+"""Shared fixtures: offline settings, a tiny random-weight CLIP, shared encoders, seeded corpora."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from xmodal.config import DevicePreference, Settings
+from xmodal.encoders import Encoder, build_encoder
+from xmodal.engine import Engine
+
+FIXTURES = Path(__file__).parent / "fixtures"
+WORDS = ["river", "mountain", "forest", "city", "street", "night", "morning", "winter", "summer", "ocean", "boat", "train", "bicycle", "garden", "flower", "tree", "kitchen", "bread", "coffee", "music", "guitar", "piano", "painting", "museum", "library", "book", "letter", "window", "door", "bridge", "castle", "market", "festival", "lantern", "candle", "storm", "cloud", "rain", "snow", "desert", "island", "harbor", "lighthouse", "meadow", "valley"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test may reach a model hub, whatever the fixture scope."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own XMODAL_* variables must not change what the tests see."""
+    for name in list(os.environ):
+        if name.startswith("XMODAL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local-dir open_clip model: the shipped tiny config with seeded random weights."""
+    directory = tmp_path_factory.mktemp("tiny_clip")
+    shutil.copy(FIXTURES / "tiny_clip" / "open_clip_config.json", directory)
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{directory}", load_weights=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, directory / "open_clip_model.safetensors")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def encoder_pool() -> Callable[[str, Settings], Encoder]:
+    """Builds each encoder spec once per test session, so models load once."""
+    cache: dict[str, Encoder] = {}
+
+    def build(spec: str, settings: Settings) -> Encoder:
+        if spec not in cache:
+            cache[spec] = build_encoder(spec, settings)
+        return cache[spec]
+
+    return build
+
+
+def make_settings(home: Path, clip_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        "clip_encoder": f"open_clip:local-dir:{clip_dir}",
+        "device": DevicePreference.CPU,
+        "decode_workers": 2,
+        "batch_size": 16,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_clip_dir: Path) -> Settings:
+    return make_settings(tmp_path / "home", tiny_clip_dir)
+
+
+@pytest.fixture
+def engine(settings: Settings, encoder_pool: Callable[[str, Settings], Encoder]) -> Iterator[Engine]:
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as opened:
+        yield opened
+
+
+def random_image(rng: random.Random, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A seeded image with a few coloured rectangles on a coloured ground."""
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    for _ in range(rng.randrange(1, 5)):
+        x0, y0 = rng.randrange(size[0] - 4), rng.randrange(size[1] - 4)
+        box = (x0, y0, rng.randrange(x0 + 2, size[0]), rng.randrange(y0 + 2, size[1]))
+        image.paste(tuple(rng.randrange(256) for _ in range(3)), box)
+    return image
+
+
+def random_text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def write_corpus(root: Path, *, images: int, texts: int, seed: int = 0) -> Path:
+    """A folder of seeded PNG images (half with sidecar captions) and text files (some longer than 77 tokens)."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for number in range(images):
+        random_image(rng).save(root / f"image_{number:03d}.png")
+        if number % 2 == 0:
+            (root / f"image_{number:03d}.txt").write_text(random_text(rng, 6))
+    for number in range(texts):
+        length = 120 if number % 10 == 0 else rng.randrange(3, 30)
+        (root / f"doc_{number:03d}.txt").write_text(random_text(rng, length))
+    return root
+
+
+def top_k_overlap(expected: list[list[int]], actual: list[list[int]]) -> float:
+    """Mean fraction of the expected top-k ids found in the actual top-k."""
+    return float(np.mean([len(set(e) & set(a)) / max(1, len(e)) for e, a in zip(expected, actual, strict=True)]))

@@ -1,0 +1,119 @@
+"""Engine results equal a brute-force numpy search over the same encoder's embeddings, in every direction."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_settings, random_image, random_text, top_k_overlap, write_corpus
+from xmodal.config import Settings
+from xmodal.encoders import Encoder
+from xmodal.engine import Engine
+from xmodal.indexer.decode import ImageLimits, decode_image
+from xmodal.modality import Modality
+
+QUERIES = 100
+K = 10
+
+
+@pytest.fixture(scope="module")
+def corpus_engine(
+    tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path, encoder_pool: Callable[[str, Settings], Encoder]
+) -> Iterator[Engine]:
+    root = write_corpus(tmp_path_factory.mktemp("corpus"), images=120, texts=120)
+    settings = make_settings(tmp_path_factory.mktemp("home"), tiny_clip_dir)
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        report = engine.index([root])
+        assert report.failed == 0 and report.indexed == 240
+        yield engine
+
+
+def _item_vectors(engine: Engine, space: str, modality: Modality) -> tuple[list[int], np.ndarray]:
+    """(owner item id per vector, vectors) computed by the encoder directly from the files, not from the index."""
+    encoder = engine.spaces[space].encoder
+    owners: list[int] = []
+    vectors: list[np.ndarray] = []
+    with engine.catalog.session() as session:
+        from sqlalchemy import select
+
+        from xmodal.store.models import Item
+
+        items = list(session.scalars(select(Item).where(Item.modality == modality.value).order_by(Item.id)))
+    for item in items:
+        if modality is Modality.IMAGE and Modality.IMAGE in encoder.modalities:
+            image = decode_image(Path(item.path).read_bytes(), ImageLimits(10**9)).image
+            vectors.append(encoder.encode_images([image])[0])
+            owners.append(item.id)
+            continue
+        text = Path(item.path).read_text() if modality is Modality.TEXT else item.caption
+        if text is None:
+            continue
+        for chunk in encoder.chunk(text):
+            vectors.append(encoder.encode_texts([chunk.text])[0])
+            owners.append(item.id)
+    return owners, np.stack(vectors)
+
+
+def _brute_force(owners: list[int], vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    scores = vectors @ query
+    best: dict[int, float] = {}
+    for owner, score in zip(owners, scores.tolist(), strict=True):
+        best[owner] = max(best.get(owner, -np.inf), score)
+    return [item for item, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
+@pytest.mark.parametrize(
+    ("space", "query_kind", "target"),
+    [
+        ("clip", "text", Modality.IMAGE),
+        ("clip", "text", Modality.TEXT),
+        ("clip", "image", Modality.IMAGE),
+        ("clip", "image", Modality.TEXT),
+        ("text", "text", Modality.TEXT),
+        ("text", "text", Modality.IMAGE),  # images found through their captions
+    ],
+)
+def test_engine_matches_brute_force(corpus_engine: Engine, space: str, query_kind: str, target: Modality) -> None:
+    rng = random.Random(f"{space}-{query_kind}-{target}")
+    encoder = corpus_engine.spaces[space].encoder
+    owners, vectors = _item_vectors(corpus_engine, space, target)
+    expected: list[list[int]] = []
+    actual: list[list[int]] = []
+    for _ in range(QUERIES):
+        if query_kind == "text":
+            text = random_text(rng, rng.randrange(1, 8))
+            query_vector = encoder.encode_texts([text])[0]
+            results = corpus_engine.search(text, k=K, space=space, modalities=[target])
+        else:
+            image = random_image(rng)
+            query_vector = encoder.encode_images([image])[0]
+            results = corpus_engine.search(image=image, k=K, space=space, modalities=[target])
+        expected.append(_brute_force(owners, vectors, query_vector, K))
+        actual.append([result.item_id for result in results])
+        assert all(result.modality == target for result in results)
+    assert top_k_overlap(expected, actual) >= 0.99
+
+
+def test_scores_are_the_cosine_of_the_best_chunk(corpus_engine: Engine) -> None:
+    results = corpus_engine.search("river mountain", k=5, space="text")
+    encoder = corpus_engine.spaces["text"].encoder
+    query = encoder.encode_texts(["river mountain"])[0]
+    for result in results:
+        text = Path(result.path).read_text() if result.modality == "text" else result.caption
+        assert text is not None
+        chunk_scores = encoder.encode_texts([c.text for c in encoder.chunk(text)]) @ query
+        assert result.score == pytest.approx(float(chunk_scores.max()), abs=1e-4)
+        assert result.space_scores == {"text": pytest.approx(result.score)}
+
+
+def test_search_without_space_merges_every_space_that_can_embed(corpus_engine: Engine) -> None:
+    response = corpus_engine.query(corpus_engine.build_query(text="winter harbor", k=10))
+    assert sorted(response.spaces_searched) == ["clip", "text"]
+    assert len(response.results) == 10
+    assert len({r.item_id for r in response.results}) == 10
+    image_response = corpus_engine.query(corpus_engine.build_query(image=random_image(random.Random(1)), k=5))
+    assert image_response.spaces_searched == ["clip"]
