@@ -114,10 +114,13 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    best = charset_normalizer.from_bytes(data).best()
-    if best is None:
+    matches = list(charset_normalizer.from_bytes(data))
+    if not matches:
         raise DecodeError("content is neither UTF-8 nor any text encoding charset-normalizer recognises")
-    return str(best)
+    best = matches[0]
+    # Short texts often fit several code pages equally well; Windows-1252, the commonest legacy one, wins ties.
+    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    return str(next((m for m in tied if m.encoding == "cp1252"), best))
 
 
 def caption_from_sidecar(data: bytes, max_chars: int) -> str | None:

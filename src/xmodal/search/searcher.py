@@ -11,7 +11,7 @@ from xmodal.encoders.base import l2_normalise
 from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.merge import MergedHit, RankMerger
-from xmodal.search.query import SearchQuery, SearchResult
+from xmodal.search.query import SearchQuery, SearchResult, SpaceHit
 from xmodal.search.retrieval import search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
@@ -39,17 +39,19 @@ class Searcher:
     def search(self, query: SearchQuery) -> SearchResponse:
         candidates = self._candidate_spaces(query)
         response = SearchResponse(results=[])
-        per_space = {}
+        per_space: dict[str, list[SpaceHit]] = {}
         for space in candidates:
             try:
-                vector = self._embed(space, query)
+                space.checked_index()  # loads the encoder and refuses a space built by another model
             except WeightsUnavailableError as exc:
                 if query.space is not None:
                     raise
                 response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
                 continue
-            per_space[space.name] = search_space(space, vector, k=query.k, modalities=query.modalities)
             response.spaces_searched.append(space.name)
+            if space.size:
+                vector = self._embed(space, query)
+                per_space[space.name] = search_space(space, vector, k=query.k, modalities=query.modalities)
         if not response.spaces_searched and response.spaces_unavailable:
             reasons = "; ".join(f"{name}: {reason}" for name, reason in response.spaces_unavailable.items())
             raise InvalidQueryError(f"No space that can embed this query is available ({reasons}).")
@@ -71,12 +73,11 @@ class Searcher:
                     f"it embeds {', '.join(sorted(m.value for m in space.encoder.modalities))}."
                 )
             return [space]
-        return [space for space in self.spaces if space.size > 0 and any(space.embeds(m) for m in parts)]
+        return [space for space in self.spaces if any(space.embeds(m) for m in parts)]
 
     @staticmethod
     def _embed(space: VectorSpace, query: SearchQuery) -> np.ndarray:
         """One query vector: the normalised sum of the parts this space can embed."""
-        space.checked_index()  # loads the encoder and refuses a space built by another model
         vectors: list[np.ndarray] = []
         if query.text is not None and space.embeds(Modality.TEXT):
             chunks = [chunk.text for chunk in space.encoder.chunk(query.text)] or [query.text]
