@@ -109,12 +109,10 @@ def _print_report(console: Console, report: IndexReport) -> None:
     for name, reason in report.spaces_unavailable.items():
         console.print(f"[yellow]space '{name}' was not indexed:[/yellow] {reason}")
     if report.failures:
-        failures = Table(title=f"{len(report.failures)} failed files", show_header=True)
-        failures.add_column("file", overflow="fold")
-        failures.add_column("reason", overflow="fold")
+        # One plain line per file, never folded, so logs can be grepped.
+        console.print(f"[red]{len(report.failures)} failed files:[/red]")
         for path, reason in report.failures:
-            failures.add_row(path, reason)
-        console.print(failures)
+            console.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -260,9 +258,19 @@ def spaces_drop(
     _console().print(f"space '{name}': {dropped} vectors deleted; the next `xmodal index` embeds them again")
 
 
+def _quiet_model_loading() -> None:
+    """Model libraries draw their own progress bars and log chatter while loading; the CLI has its own output."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    logging.getLogger().setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Console entry point: runs the app and turns xmodal errors into a message and an exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_model_loading()
     try:
         app()
     except XmodalError as exc:

@@ -100,8 +100,8 @@ class VectorIndex:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query row; missing slots have id -1."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        """Top-``k`` (scores, ids) per query row (a single vector is one row); missing slots have id -1."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         with self._lock:
             k = max(1, min(k, self.ntotal)) if self.ntotal else 1
             return self._index.search(queries, k)

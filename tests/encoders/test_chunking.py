@@ -1,0 +1,56 @@
+"""Long texts are chunked to the encoder's context: never truncated silently, never a crash."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import WORDS
+from xmodal.encoders.base import chunk_text
+from xmodal.engine import Engine
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+@given(st.lists(st.sampled_from([*WORDS, "supercalifragilisticexpialidocious" * 3]), max_size=200), st.integers(1, 9))
+def test_chunks_cover_every_word_and_fit(words: list[str], limit: int) -> None:
+    text = "  ".join(words)
+    chunks = chunk_text(text, count_tokens=lambda s: max(1, len(s) // 8), max_tokens=limit)
+    assert "".join(c.text.replace(" ", "") for c in chunks) == text.replace(" ", "")
+    for chunk in chunks:
+        assert text[chunk.start : chunk.end] == chunk.text
+        assert max(1, len(chunk.text) // 8) <= limit or len(chunk.text) == 1
+
+
+def test_clip_chunks_fit_77_tokens(engine: Engine) -> None:
+    encoder = engine.spaces["clip"].encoder
+    text = " ".join(WORDS * 10)
+    chunks = encoder.chunk(text)
+    assert len(chunks) > 1
+    assert all(encoder.count_tokens(c.text) <= 75 for c in chunks)
+    assert encoder.encode_texts([c.text for c in chunks]).shape == (len(chunks), encoder.dim)
+
+
+def test_a_query_longer_than_the_context_is_answered(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "long.txt").write_text(" ".join(WORDS * 20))
+    engine.index([tmp_path / "docs"])
+    results = engine.search(" ".join(WORDS * 5), k=1, space="clip")
+    assert [r.path for r in results] == [str(tmp_path / "docs" / "long.txt")]
+    assert results[0].match is not None
+
+
+def test_item_scores_as_its_best_chunk(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    filler = "The committee reviewed the quarterly budget figures and approved the spending plan. " * 30
+    (docs / "report.txt").write_text(filler + "A golden retriever puppy plays fetch on the beach.")
+    (docs / "other.txt").write_text("Instructions for assembling a bookshelf from flat-pack parts.")
+    engine.index([docs])
+    top = engine.search("a dog playing at the seaside", k=1, space="text")[0]
+    assert top.path.endswith("report.txt")
+    assert top.match is not None
+    start, end = top.match
+    assert "golden retriever" in (docs / "report.txt").read_text()[start:end]

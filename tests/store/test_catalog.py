@@ -1,0 +1,50 @@
+"""The catalog: migrations, upserts that replace embeddings, reconciliation with the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import inspect
+
+from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding
+
+
+def _record(path: str, size: int = 1) -> ItemRecord:
+    return ItemRecord(path=path, source="file:///r", size=size, mtime_ns=1, modality="text")
+
+
+def test_migrations_create_the_schema_in_wal_mode(tmp_path: Path) -> None:
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    tables = set(inspect(catalog._engine).get_table_names())
+    assert {"items", "spaces", "embeddings", "index_runs", "alembic_version"} <= tables
+    with catalog._engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    Catalog.open(f"sqlite:///{tmp_path / 'c.db'}").close()  # a second open finds nothing to migrate
+    catalog.close()
+
+
+def test_rewriting_an_item_replaces_its_embeddings(tmp_path: Path) -> None:
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
+    new, old = catalog.write_items([(_record("/r/a"), {"text": [NewEmbedding(0, 0, 3), NewEmbedding(1, 4, 8)]})])
+    assert len(new["text"]) == 2 and not old
+    first_ids = new["text"]
+    new, old = catalog.write_items([(_record("/r/a", size=2), {"text": [NewEmbedding()]})])
+    assert old == {"text": first_ids}
+    assert len(new["text"]) == 1
+    assert catalog.file_states()["/r/a"].size == 2
+    hits = catalog.resolve_vectors(new["text"])
+    assert hits[new["text"][0]].modality == "text"
+    catalog.close()
+
+
+def test_reconcile_repairs_an_interrupted_run(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
+    space = engine.spaces["text"]
+    index = space.checked_index()
+    new, _ = engine.catalog.write_items([(_record("/r/a"), {"text": [NewEmbedding()]})])
+    index.add(np.array([987654]), np.ones((1, index.header.dim), dtype=np.float32))  # vector with no row
+    assert space.reconcile() == 2  # the orphan vector goes, and the row whose vector never landed
+    assert index.ntotal == 0
+    assert engine.catalog.vector_ids("text") == []
+    assert new["text"]
