@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     clip_encoder: str = Field(default=DEFAULT_CLIP_ENCODER, description="Encoder spec of the `clip` space.")
     text_encoder: str = Field(default=DEFAULT_TEXT_ENCODER, description="Encoder spec of the `text` space.")
     device: DevicePreference = Field(default=DevicePreference.AUTO, description="auto, cpu or cuda.")
+    hub_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for the model hub before a download.")
+    load_retry_s: float = Field(
+        default=60.0, ge=0, description="After a model failed to load, wait this long to retry."
+    )
 
     batch_size: PositiveInt = Field(default=32, description="Items per encoder batch.")
     decode_workers: PositiveInt = Field(default_factory=_default_workers, description="Decoding threads.")

@@ -61,3 +61,24 @@ def test_packaged_sentence_model_loads_offline(tmp_path: Path, tiny_clip_dir: Pa
     assert encoder.modalities == {Modality.TEXT}
     with pytest.raises(NotImplementedError):
         encoder.prepare_image(None)  # type: ignore[arg-type]
+
+
+def test_a_failed_load_is_not_retried_at_every_query(
+    tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    probes: list[float] = []
+    from xmodal.encoders import clip, hub
+
+    def counting_probe(timeout_s: float) -> str | None:
+        probes.append(timeout_s)
+        return hub.hub_offline_reason(timeout_s)
+
+    monkeypatch.setattr(clip, "hub_offline_reason", counting_probe)
+    settings = make_settings(tmp_path, tiny_clip_dir, hub_timeout_s=0.5, load_retry_s=3600)
+    encoder = build_encoder("open_clip:ViT-B-32/laion2b_s34b_b79k", settings)
+    for _ in range(3):
+        with pytest.raises(WeightsUnavailableError, match="cannot be reached"):
+            encoder.load()
+    assert probes == [0.5]

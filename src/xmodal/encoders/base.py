@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from xmodal.errors import WeightsUnavailableError
 from xmodal.modality import Modality
 
 
@@ -117,19 +119,34 @@ class Encoder(ABC):
 
     modalities: frozenset[Modality]
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, *, retry_after_s: float = 60.0) -> None:
         self.spec = spec
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
+        self._retry_after_s = retry_after_s
+        self._failure: tuple[float, WeightsUnavailableError] | None = None
 
     # lifecycle -------------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the model now (otherwise the first encode does). Raises ``WeightsUnavailableError``."""
-        if self._fingerprint is None:
-            with self._lock:
-                if self._fingerprint is None:
-                    self._fingerprint = self._load()
+        """Load the model now (otherwise the first encode does). Raises ``WeightsUnavailableError``.
+
+        After a failure the same error is raised again without a new attempt for ``retry_after_s`` seconds,
+        so a server without weights answers every query at once instead of probing the network each time.
+        """
+        if self._fingerprint is not None:
+            return
+        with self._lock:
+            if self._fingerprint is not None:
+                return
+            if self._failure is not None and time.monotonic() - self._failure[0] < self._retry_after_s:
+                raise self._failure[1]
+            try:
+                self._fingerprint = self._load()
+            except WeightsUnavailableError as exc:
+                self._failure = (time.monotonic(), exc)
+                raise
+            self._failure = None
 
     @property
     def loaded(self) -> bool:

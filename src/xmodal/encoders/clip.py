@@ -24,6 +24,7 @@ from PIL import Image
 from xmodal.config import DevicePreference
 from xmodal.encoders.base import Encoder, fingerprint_module
 from xmodal.encoders.device import inference_context, resolve_device
+from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -84,17 +85,23 @@ def _looks_like_path(target: str) -> bool:
     return target.startswith(("/", "./", "../", "~")) or target.endswith(_CHECKPOINT_SUFFIXES)
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-
-
 class OpenClipEncoder(Encoder):
     """An open_clip model; ``encode_texts`` and ``encode_images`` land in the same space."""
 
     modalities = frozenset({Modality.IMAGE, Modality.TEXT})
 
-    def __init__(self, spec: str, source: OpenClipSource, *, cache_dir: Path, device: DevicePreference) -> None:
-        super().__init__(spec)
+    def __init__(
+        self,
+        spec: str,
+        source: OpenClipSource,
+        *,
+        cache_dir: Path,
+        device: DevicePreference,
+        hub_timeout_s: float = 5.0,
+        retry_after_s: float = 60.0,
+    ) -> None:
+        super().__init__(spec, retry_after_s=retry_after_s)
+        self._hub_timeout_s = hub_timeout_s
         self.source = source
         self.cache_dir = cache_dir
         self._device_preference = device
@@ -106,8 +113,10 @@ class OpenClipEncoder(Encoder):
 
     def _load(self) -> str:
         self._device = resolve_device(self._device_preference)
-        if not self.source.is_cached(self.cache_dir) and _hub_offline():
-            raise WeightsUnavailableError(self.spec, str(self.cache_dir), "they are not cached and HF_HUB_OFFLINE=1")
+        if not self.source.is_cached(self.cache_dir):
+            reason = hub_offline_reason(self._hub_timeout_s)
+            if reason is not None:
+                raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.source.model,

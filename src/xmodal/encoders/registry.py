@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-from xmodal.config import DevicePreference, Settings
+from xmodal.config import Settings
 from xmodal.encoders.base import Encoder
 from xmodal.errors import ConfigError
 
 
-def _open_clip(spec: str, target: str, cache_dir: Path, device: DevicePreference) -> Encoder:
+def _open_clip(spec: str, target: str, settings: Settings) -> Encoder:
     from xmodal.encoders.clip import OpenClipEncoder, OpenClipSource
 
-    return OpenClipEncoder(spec, OpenClipSource.parse(target), cache_dir=cache_dir, device=device)
+    return OpenClipEncoder(
+        spec,
+        OpenClipSource.parse(target),
+        cache_dir=settings.models_dir,
+        device=settings.device,
+        hub_timeout_s=settings.hub_timeout_s,
+        retry_after_s=settings.load_retry_s,
+    )
 
 
-def _sentence(spec: str, target: str, cache_dir: Path, device: DevicePreference) -> Encoder:
+def _sentence(spec: str, target: str, settings: Settings) -> Encoder:
     from xmodal.encoders.text import SentenceEncoder
 
-    return SentenceEncoder(spec, target, cache_dir=cache_dir, device=device)
+    return SentenceEncoder(
+        spec,
+        target,
+        cache_dir=settings.models_dir,
+        device=settings.device,
+        hub_timeout_s=settings.hub_timeout_s,
+        retry_after_s=settings.load_retry_s,
+    )
 
 
-_FAMILIES: dict[str, Callable[[str, str, Path, DevicePreference], Encoder]] = {
+_FAMILIES: dict[str, Callable[[str, str, Settings], Encoder]] = {
     "open_clip": _open_clip,
     "sentence": _sentence,
 }
@@ -38,4 +51,4 @@ def build_encoder(spec: str, settings: Settings) -> Encoder:
     if not sep or family not in _FAMILIES:
         known = ", ".join(f"'{name}:...'" for name in _FAMILIES)
         raise ConfigError(f"Unknown encoder spec '{spec}': it must start with one of {known}.")
-    return _FAMILIES[family](spec, target, settings.models_dir, settings.device)
+    return _FAMILIES[family](spec, target, settings)

@@ -17,6 +17,7 @@ import torch
 from xmodal.config import DevicePreference
 from xmodal.encoders.base import Encoder, fingerprint_module
 from xmodal.encoders.device import inference_context, resolve_device
+from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -43,13 +44,30 @@ def resolve_sentence_model(target: str) -> str:
     return target
 
 
+def _is_cached(name: str, cache_dir: Path) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = name if "/" in name else f"sentence-transformers/{name}"
+    return isinstance(try_to_load_from_cache(repo, "config.json", cache_dir=str(cache_dir)), str)
+
+
 class SentenceEncoder(Encoder):
     """A sentence-transformers model producing text vectors."""
 
     modalities = frozenset({Modality.TEXT})
 
-    def __init__(self, spec: str, target: str, *, cache_dir: Path, device: DevicePreference) -> None:
-        super().__init__(spec)
+    def __init__(
+        self,
+        spec: str,
+        target: str,
+        *,
+        cache_dir: Path,
+        device: DevicePreference,
+        hub_timeout_s: float = 5.0,
+        retry_after_s: float = 60.0,
+    ) -> None:
+        super().__init__(spec, retry_after_s=retry_after_s)
+        self._hub_timeout_s = hub_timeout_s
         self.target = target
         self.cache_dir = cache_dir
         self._device_preference = device
@@ -61,6 +79,10 @@ class SentenceEncoder(Encoder):
 
         self._device = resolve_device(self._device_preference)
         location = resolve_sentence_model(self.target)
+        if not os.path.isdir(location) and not _is_cached(location, self.cache_dir):
+            reason = hub_offline_reason(self._hub_timeout_s)
+            if reason is not None:
+                raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason)
         try:
             model = SentenceTransformer(location, device=str(self._device), cache_folder=str(self.cache_dir))
         except OSError as exc:
