@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     batch_size: PositiveInt = Field(default=32, description="Items per encoder batch.")
     decode_workers: PositiveInt = Field(default_factory=_default_workers, description="Decoding threads.")
     decode_queue_size: PositiveInt = Field(default=128, description="Decoded items waiting for the encoder, at most.")
-    commit_every: PositiveInt = Field(default=512, description="Items per catalog transaction while indexing.")
+    checkpoint_every: PositiveInt = Field(
+        default=2048, description="Items indexed between saves of the vector indexes (a crash redoes at most these)."
+    )
 
     max_file_bytes: PositiveInt = Field(default=256 * 2**20, description="Larger files are recorded as failed.")
     max_image_pixels: PositiveInt = Field(default=89_478_485, description="Decompression-bomb limit (pixels).")

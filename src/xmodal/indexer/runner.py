@@ -192,7 +192,7 @@ class Indexer:
                 if len(batch) >= settings.batch_size:
                     since_save += self._flush(batch, active, report, timings)
                     batch = []
-                if since_save >= settings.commit_every:
+                if since_save >= settings.checkpoint_every:
                     self.spaces.save()
                     since_save = 0
             self._flush(batch, active, report, timings)
