@@ -69,3 +69,13 @@ def test_models_list(cli_env: Path) -> None:
     result = CliRunner().invoke(app, ["models", "list", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {"cache": str(cli_env / "home" / "models"), "models": []}
+
+
+def test_serve_runs_uvicorn_with_the_app(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi import FastAPI
+
+    calls: list[tuple[object, str, int]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, host, port: calls.append((app, host, port)))
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and isinstance(calls[0][0], FastAPI) and calls[0][1:] == ("0.0.0.0", 8123)

@@ -102,8 +102,9 @@ def test_unknown_ids_are_404(client: TestClient, path: str) -> None:
     assert response.status_code == 404 and "999999" in response.json()["detail"]
 
 
-def test_non_numeric_id_is_422(client: TestClient) -> None:
-    assert client.get("/items/abc").status_code == 422
+@pytest.mark.parametrize("item_id", ["abc", "-1", str(2**64), "1.5"])
+def test_ids_that_are_not_catalog_ids_are_422(client: TestClient, item_id: str) -> None:
+    assert client.get(f"/items/{item_id}").status_code == 422
 
 
 def test_thumbnail_of_a_text_item_is_415(client: TestClient) -> None:

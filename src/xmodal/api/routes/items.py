@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from xmodal.api.deps import EngineDep
@@ -17,15 +18,17 @@ from xmodal.store.models import Item, ItemStatus
 
 router = APIRouter(prefix="/items", tags=["items"], responses={404: {"model": ErrorBody}})
 
+ItemId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Catalog id of the item.")]
+
 
 @router.get("/{item_id}", response_model=ItemBody)
-def get_item(item_id: int, engine: EngineDep) -> ItemBody:
+def get_item(item_id: ItemId, engine: EngineDep) -> ItemBody:
     """An item's catalog row."""
     return ItemBody.model_validate(engine.item(item_id))
 
 
 @router.get("/{item_id}/content", response_class=FileResponse)
-def get_content(item_id: int, engine: EngineDep) -> FileResponse:
+def get_content(item_id: ItemId, engine: EngineDep) -> FileResponse:
     """The item's file, as indexed."""
     item = engine.item(item_id)
     path = _served_path(item)
@@ -34,7 +37,7 @@ def get_content(item_id: int, engine: EngineDep) -> FileResponse:
 
 @router.get("/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, 415: {"model": ErrorBody}})
 def get_thumbnail(
-    item_id: int,
+    item_id: ItemId,
     engine: EngineDep,
     size: Annotated[int | None, Query(ge=16, description="Longest side in pixels.")] = None,
 ) -> Response:
