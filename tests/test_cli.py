@@ -13,9 +13,10 @@ from xmodal.cli import app, main
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_clip_dir: Path) -> Path:
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path) -> Path:
     monkeypatch.setenv("XMODAL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XMODAL_CLIP_ENCODER", f"open_clip:local-dir:{tiny_clip_dir}")
+    monkeypatch.setenv("XMODAL_CLAP_ENCODER", f"clap:{tiny_clap_dir}")
     monkeypatch.setenv("XMODAL_DEVICE", "cpu")
     return tmp_path
 

@@ -11,11 +11,13 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CLIP_ENCODER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_TEXT_ENCODER = "sentence:all-MiniLM-L6-v2"
+DEFAULT_CLAP_ENCODER = "clap:laion/clap-htsat-unfused"
+DEFAULT_SPEECH_MODEL = "faster-whisper:tiny.en"
 
 
 class DevicePreference(StrEnum):
@@ -49,6 +51,17 @@ class Settings(BaseSettings):
 
     clip_encoder: str = Field(default=DEFAULT_CLIP_ENCODER, description="Encoder spec of the `clip` space.")
     text_encoder: str = Field(default=DEFAULT_TEXT_ENCODER, description="Encoder spec of the `text` space.")
+    clap_encoder: str = Field(default=DEFAULT_CLAP_ENCODER, description="Encoder spec of the `clap` space.")
+    speech_model: str | None = Field(
+        default=DEFAULT_SPEECH_MODEL, description="faster-whisper model that transcribes speech; empty: no transcripts."
+    )
+    speech_language: str | None = Field(default="en", description="Language of the speech; empty: detect it.")
+    speech_no_speech_threshold: float = Field(
+        default=0.6, ge=0, le=1, description="Whisper segments more likely than this to be silence are dropped."
+    )
+    audio_window_s: float = Field(default=10.0, gt=0, description="Audio is embedded in windows of this length.")
+    audio_hop_s: float = Field(default=5.0, gt=0, description="Start-to-start distance of audio windows.")
+    max_audio_seconds: float = Field(default=1800.0, gt=0, description="Longer audio files are recorded as failed.")
     device: DevicePreference = Field(default=DevicePreference.AUTO, description="auto, cpu or cuda.")
     hub_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for the model hub before a download.")
     load_retry_s: float = Field(
@@ -87,6 +100,17 @@ class Settings(BaseSettings):
     def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in value)
 
+    @field_validator("speech_model", "speech_language", mode="after")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _windows_overlap_or_touch(self) -> Settings:
+        if self.audio_hop_s > self.audio_window_s:
+            raise ValueError("audio_hop_s must not exceed audio_window_s, or parts of the audio would not be embedded")
+        return self
+
     @property
     def catalog_url(self) -> str:
         """The catalog's SQLAlchemy URL (the embedded SQLite file unless one is set)."""
@@ -102,4 +126,4 @@ class Settings(BaseSettings):
 
     def space_encoders(self) -> dict[str, str]:
         """Space name -> encoder spec, for every space this engine keeps."""
-        return {"clip": self.clip_encoder, "text": self.text_encoder}
+        return {"clip": self.clip_encoder, "text": self.text_encoder, "clap": self.clap_encoder}

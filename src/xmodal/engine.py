@@ -19,17 +19,19 @@ from PIL import Image
 
 from xmodal.config import Settings
 from xmodal.encoders import build_encoder
+from xmodal.encoders.speech import Transcriber
 from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError
-from xmodal.indexer.decode import ImageLimits, decode_image, to_rgb
+from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
-from xmodal.search.query import SearchQuery, SearchResult
+from xmodal.search.query import AudioClip, SearchQuery, SearchResult
 from xmodal.search.searcher import Searcher, SearchResponse
 from xmodal.spaces import EncoderBuilder, SpaceSet
 from xmodal.store.catalog import Catalog
 from xmodal.store.models import Item
 
 ImageInput = str | Path | bytes | Image.Image
+AudioInput = str | Path | bytes
 
 
 @dataclass
@@ -58,6 +60,19 @@ class Engine:
         self.catalog = catalog
         self.spaces = spaces
         self._searcher = Searcher(catalog, spaces)
+        self.transcriber = (
+            Transcriber(
+                settings.speech_model,
+                cache_dir=settings.models_dir,
+                language=settings.speech_language,
+                no_speech_threshold=settings.speech_no_speech_threshold,
+                device="cpu" if settings.device == "cpu" else "auto",
+                workers=settings.decode_workers,
+                hub_timeout_s=settings.hub_timeout_s,
+            )
+            if settings.speech_model
+            else None
+        )
 
     @classmethod
     def open(
@@ -95,7 +110,8 @@ class Engine:
 
     def index(self, paths: Iterable[str | Path], *, progress: Progress | None = None) -> IndexReport:
         """Index files and folders; unchanged files already indexed cost one ``stat`` each."""
-        return Indexer(self.settings, self.catalog, self.spaces, progress).run([Path(p) for p in paths])
+        indexer = Indexer(self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber)
+        return indexer.run([Path(p) for p in paths])
 
     # searching -------------------------------------------------------------------------------------------
 
@@ -103,13 +119,16 @@ class Engine:
         self,
         text: str | None = None,
         image: ImageInput | None = None,
+        audio: AudioInput | None = None,
         *,
         k: int | None = None,
         modalities: Sequence[Modality | str] | None = None,
         space: str | None = None,
     ) -> list[SearchResult]:
-        """The ``k`` best items for a text and/or an image (a path, encoded bytes or a PIL image)."""
-        return self.query(self.build_query(text=text, image=image, k=k, modalities=modalities, space=space)).results
+        """The ``k`` best items for a text, an image (a path, encoded bytes or a PIL image) and/or an audio clip
+        (a path or encoded bytes)."""
+        query = self.build_query(text=text, image=image, audio=audio, k=k, modalities=modalities, space=space)
+        return self.query(query).results
 
     def query(self, query: SearchQuery) -> SearchResponse:
         """Run a prepared query; the response also says which spaces could not answer."""
@@ -120,6 +139,7 @@ class Engine:
         *,
         text: str | None = None,
         image: ImageInput | None = None,
+        audio: AudioInput | None = None,
         k: int | None = None,
         modalities: Sequence[Modality | str] | None = None,
         space: str | None = None,
@@ -144,6 +164,7 @@ class Engine:
         return SearchQuery(
             text=text,
             image=self._load_image(image) if image is not None else None,
+            audio=self._load_audio(audio) if audio is not None else None,
             k=k,
             modalities=wanted,
             space=space,
@@ -152,20 +173,36 @@ class Engine:
     def _load_image(self, image: ImageInput) -> Image.Image:
         if isinstance(image, Image.Image):
             return to_rgb(image)
-        if isinstance(image, str | Path):
-            path = Path(image)
-            if not path.is_file():
-                raise NotFoundError(f"Query image not found: {path}")
-            image = path.read_bytes()
-        if len(image) > self.settings.max_upload_bytes:
-            raise InvalidQueryError(
-                f"The query image is {len(image)} bytes; the limit is {self.settings.max_upload_bytes} "
-                "(XMODAL_MAX_UPLOAD_BYTES)."
-            )
+        data = self._query_bytes(image, "image")
         try:
-            return decode_image(image, ImageLimits(self.settings.max_image_pixels)).image
+            return decode_image(data, ImageLimits(self.settings.max_image_pixels)).image
         except DecodeError as exc:
             raise DecodeError(f"The query image could not be read: {exc}") from exc
+
+    def _load_audio(self, audio: AudioInput) -> AudioClip:
+        if not audio_supported():
+            raise InvalidQueryError("Audio queries need the audio extra: pip install 'xmodal[audio]'.")
+        data = self._query_bytes(audio, "audio clip")
+        try:
+            decoded = decode_audio(data, AudioLimits(self.settings.max_audio_seconds))
+        except DecodeError as exc:
+            raise DecodeError(f"The query audio could not be read: {exc}") from exc
+        return AudioClip(decoded.samples, decoded.sample_rate)
+
+    def _query_bytes(self, value: str | Path | bytes, what: str) -> bytes:
+        if isinstance(value, str | Path):
+            path = Path(value)
+            if not path.is_file():
+                raise NotFoundError(f"Query {what} not found: {path}")
+            value = path.read_bytes()
+        if len(value) > self.settings.max_upload_bytes:
+            raise InvalidQueryError(
+                f"The query {what} is {len(value)} bytes; the limit is {self.settings.max_upload_bytes} "
+                "(XMODAL_MAX_UPLOAD_BYTES)."
+            )
+        if not value:
+            raise InvalidQueryError(f"The query {what} is empty.")
+        return value
 
     # catalog ---------------------------------------------------------------------------------------------
 

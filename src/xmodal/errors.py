@@ -25,19 +25,18 @@ class ConfigError(XmodalError):
 class WeightsUnavailableError(XmodalError):
     """A model's weights are not in the cache and could not be downloaded."""
 
-    def __init__(self, spec: str, cache_dir: str, cause: str) -> None:
+    def __init__(self, spec: str, cache_dir: str, cause: str, *, local_options: tuple[str, ...] = ()) -> None:
         self.spec = spec
         self.cache_dir = cache_dir
         self.cause = cause
-        super().__init__(
-            f"The weights for encoder '{spec}' are not available: {cause}\n"
-            "To fix it, do one of these:\n"
+        lines = [
+            f"The weights for encoder '{spec}' are not available: {cause}",
+            "To fix it, do one of these:",
             f"  - on a machine with network access, run `xmodal models pull {spec}` and copy the cache folder "
-            f"({cache_dir}) to the same place here (or point XMODAL_MODEL_CACHE at it);\n"
-            "  - use a local checkpoint: XMODAL_CLIP_ENCODER='open_clip:ViT-B-32@/path/to/weights.safetensors';\n"
-            "  - use a folder with open_clip_config.json and weights: "
-            "XMODAL_CLIP_ENCODER='open_clip:local-dir:/path/to/folder'."
-        )
+            f"({cache_dir}) to the same place here (or point XMODAL_MODEL_CACHE at it);",
+            *(f"  - {option};" for option in local_options),
+        ]
+        super().__init__("\n".join(lines).rstrip(";") + ".")
 
 
 class SpaceMismatchError(XmodalError):

@@ -15,11 +15,11 @@ from xmodal.errors import InvalidQueryError, SpaceMismatchError, WeightsUnavaila
 
 
 def test_indexing_goes_on_without_clip_weights_and_catches_up_later(
-    tmp_path: Path, tiny_clip_dir: Path, encoder_pool: Callable[[str, Settings], Encoder]
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, encoder_pool: Callable[[str, Settings], Encoder]
 ) -> None:
     root = write_corpus(tmp_path / "corpus", images=6, texts=4)
     home = tmp_path / "home"
-    offline = make_settings(home, tiny_clip_dir, clip_encoder=DEFAULT_CLIP_ENCODER)
+    offline = make_settings(home, tiny_clip_dir, tiny_clap_dir, clip_encoder=DEFAULT_CLIP_ENCODER)
     with Engine.open(settings=offline, build_encoder=encoder_pool) as engine:
         report = engine.index([root])
         assert report.indexed == 10 and report.failed == 0
@@ -28,13 +28,13 @@ def test_indexing_goes_on_without_clip_weights_and_catches_up_later(
         text_vectors = engine.spaces["text"].size
         assert text_vectors > 0
         response = engine.query(engine.build_query(text="river", k=3))
-        assert response.spaces_searched == ["text"]
+        assert sorted(response.spaces_searched) == ["clap", "text"]
         with pytest.raises(WeightsUnavailableError):
             engine.search("river", space="clip")
         with pytest.raises(InvalidQueryError, match="No space that can embed"):
             engine.search(image=root / "image_000.png")
 
-    with Engine.open(settings=make_settings(home, tiny_clip_dir), build_encoder=encoder_pool) as engine:
+    with Engine.open(settings=make_settings(home, tiny_clip_dir, tiny_clap_dir), build_encoder=encoder_pool) as engine:
         catch_up = engine.index([root])
         assert catch_up.updated == 10 and not catch_up.spaces_unavailable
         assert engine.spaces["clip"].size >= 10  # every image and text, long texts in several chunks
@@ -42,7 +42,7 @@ def test_indexing_goes_on_without_clip_weights_and_catches_up_later(
         assert len(engine.search(image=root / "image_000.png", k=3)) == 3
 
 
-def test_a_space_refuses_a_different_model(tmp_path: Path, tiny_clip_dir: Path) -> None:
+def test_a_space_refuses_a_different_model(tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path) -> None:
     import shutil
 
     import open_clip
@@ -58,9 +58,9 @@ def test_a_space_refuses_a_different_model(tmp_path: Path, tiny_clip_dir: Path) 
 
     root = write_corpus(tmp_path / "corpus", images=3, texts=0)
     home = tmp_path / "home"
-    with Engine.open(settings=make_settings(home, tiny_clip_dir)) as engine:
+    with Engine.open(settings=make_settings(home, tiny_clip_dir, tiny_clap_dir)) as engine:
         engine.index([root])
-    with Engine.open(settings=make_settings(home, other)) as engine:
+    with Engine.open(settings=make_settings(home, other, tiny_clap_dir)) as engine:
         with pytest.raises(SpaceMismatchError, match="xmodal spaces drop clip"):
             engine.search("river", space="clip")
         with pytest.raises(SpaceMismatchError):

@@ -22,10 +22,13 @@ K = 10
 
 @pytest.fixture(scope="module")
 def corpus_engine(
-    tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path, encoder_pool: Callable[[str, Settings], Encoder]
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_clip_dir: Path,
+    tiny_clap_dir: Path,
+    encoder_pool: Callable[[str, Settings], Encoder],
 ) -> Iterator[Engine]:
     root = write_corpus(tmp_path_factory.mktemp("corpus"), images=120, texts=120)
-    settings = make_settings(tmp_path_factory.mktemp("home"), tiny_clip_dir)
+    settings = make_settings(tmp_path_factory.mktemp("home"), tiny_clip_dir, tiny_clap_dir)
     with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
         report = engine.index([root])
         assert report.failed == 0 and report.indexed == 240
@@ -112,7 +115,7 @@ def test_scores_are_the_cosine_of_the_best_chunk(corpus_engine: Engine) -> None:
 
 def test_search_without_space_merges_every_space_that_can_embed(corpus_engine: Engine) -> None:
     response = corpus_engine.query(corpus_engine.build_query(text="winter harbor", k=10))
-    assert sorted(response.spaces_searched) == ["clip", "text"]
+    assert sorted(response.spaces_searched) == ["clap", "clip", "text"]
     assert len(response.results) == 10
     assert len({r.item_id for r in response.results}) == 10
     image_response = corpus_engine.query(corpus_engine.build_query(image=random_image(random.Random(1)), k=5))

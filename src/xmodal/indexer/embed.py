@@ -7,8 +7,9 @@ chunks that fit the encoder's context, one vector each.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,26 @@ def embed_batch(
     results: list[dict[str, FileVectors]] = [{} for _ in files]
     for space in spaces:
         _embed_images(files, space, results)
+        _embed_audio(files, space, results, batch_size=batch_size)
         _embed_texts(files, space, results, batch_size=batch_size)
     return results
+
+
+def _embed_audio(
+    files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]], *, batch_size: int
+) -> None:
+    """One vector per audio window; the window's start and end (ms) go into the embedding row."""
+    if not space.embeds(Modality.AUDIO):
+        return
+    owners: list[int] = []
+    windows: list[NewEmbedding] = []
+    inputs: list[Any] = []
+    for position, decoded in enumerate(files):
+        for number, (start_ms, end_ms, features) in enumerate(decoded.prepared_audio.get(space.name, [])):
+            owners.append(position)
+            windows.append(NewEmbedding(chunk=number, start=start_ms, end=end_ms))
+            inputs.append(features)
+    _collect(space.encoder.encode_prepared_audio, space.name, owners, windows, inputs, results, batch_size)
 
 
 def _embed_images(files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]]) -> None:
@@ -67,10 +86,22 @@ def _embed_texts(
             owners.append(position)
             chunks.append(NewEmbedding(chunk=number, start=chunk.start, end=chunk.end))
             texts.append(chunk.text)
-    for start in range(0, len(texts), batch_size):
-        vectors = space.encoder.encode_texts(texts[start : start + batch_size])
+    _collect(space.encoder.encode_texts, space.name, owners, chunks, texts, results, batch_size)
+
+
+def _collect(
+    encode: Callable[[Sequence[Any]], np.ndarray],
+    space: str,
+    owners: list[int],
+    embeddings: list[NewEmbedding],
+    inputs: Sequence[Any],
+    results: list[dict[str, FileVectors]],
+    batch_size: int,
+) -> None:
+    """Encode ``inputs`` in batches and file each vector under the file that owns it."""
+    for start in range(0, len(inputs), batch_size):
+        vectors = encode(inputs[start : start + batch_size])
         for offset, vector in enumerate(vectors):
-            owner = owners[start + offset]
-            bucket = results[owner].setdefault(space.name, FileVectors())
-            bucket.embeddings.append(chunks[start + offset])
+            bucket = results[owners[start + offset]].setdefault(space, FileVectors())
+            bucket.embeddings.append(embeddings[start + offset])
             bucket.vectors.append(vector)

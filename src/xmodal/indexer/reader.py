@@ -5,18 +5,24 @@ Runs in worker threads. Every failure becomes an item with status ``failed`` and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 
+from xmodal.encoders.speech import Transcript
 from xmodal.errors import DecodeError
 from xmodal.indexer.decode import (
+    AudioLimits,
     ImageLimits,
+    audio_supported,
     caption_from_sidecar,
     content_hash,
+    decode_audio,
     decode_image,
     decode_text,
     modality_of,
@@ -32,7 +38,22 @@ from xmodal.modality import Modality
 from xmodal.store.catalog import ItemRecord
 from xmodal.store.models import ItemStatus
 
+log = logging.getLogger(__name__)
 ImagePreparer = Callable[[Image.Image], Any]
+AudioPreparer = Callable[[np.ndarray, int], list[tuple[int, int, Any]]]
+
+
+class SpeechToText(Protocol):
+    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Preparers:
+    """What stage 1 runs on decoded media for the later stages, per space (and the transcriber, if any)."""
+
+    images: Mapping[str, ImagePreparer] = field(default_factory=dict)
+    audio: Mapping[str, AudioPreparer] = field(default_factory=dict)
+    transcriber: SpeechToText | None = None
 
 
 class Outcome(StrEnum):
@@ -48,6 +69,7 @@ class ReadLimits:
     max_caption_chars: int
     text_excerpt_chars: int
     image: ImageLimits
+    audio: AudioLimits
     text_extensions: frozenset[str]
 
 
@@ -58,20 +80,25 @@ class DecodedFile:
     source: SourceFile
     outcome: Outcome
     record: ItemRecord | None = None
-    text: str | None = None  # the document, or an image's caption
+    text: str | None = None  # the document, an image's caption, or an audio file's transcript (else caption)
     prepared_images: dict[str, Any] = field(default_factory=dict)  # space name -> encoder input
+    prepared_audio: dict[str, list[tuple[int, int, Any]]] = field(default_factory=dict)  # space -> windows
     reason: str | None = None
 
 
-def read_file(source: SourceFile, limits: ReadLimits, preparers: Mapping[str, ImagePreparer]) -> DecodedFile:
-    """Decode ``source``; ``preparers`` turn an RGB image into each image space's encoder input."""
+def read_file(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
+    """Decode ``source`` and run ``preparers`` on it, so the encoders get their inputs ready-made."""
     ext = source.extension
-    if ext in AUDIO_EXTENSIONS or ext in UNSUPPORTED_IMAGE_EXTENSIONS:
+    if ext in UNSUPPORTED_IMAGE_EXTENSIONS:
         return DecodedFile(source, Outcome.SKIPPED, reason=f"{ext} files are not indexed yet")
-    known = ext in limits.text_extensions or ext in image_extensions()
+    if ext in AUDIO_EXTENSIONS and not audio_supported():
+        return DecodedFile(
+            source, Outcome.SKIPPED, reason="audio support is not installed: pip install 'xmodal[audio]'"
+        )
+    known = ext in limits.text_extensions or ext in image_extensions() or ext in AUDIO_EXTENSIONS
     try:
-        if not known and not _sniffs_as_image(source):
-            return DecodedFile(source, Outcome.SKIPPED, reason="not an image or a text file")
+        if not known and not _sniffs_as_media(source):
+            return DecodedFile(source, Outcome.SKIPPED, reason="not an image, audio or text file")
         return _decode(source, limits, preparers)
     except DecodeError as exc:
         return _failed(source, str(exc))
@@ -79,11 +106,15 @@ def read_file(source: SourceFile, limits: ReadLimits, preparers: Mapping[str, Im
         return _failed(source, f"cannot read file: {exc.strerror or exc}")
     except MemoryError:
         return _failed(source, "not enough memory to decode the file")
+    except Exception as exc:  # one odd file must not end a nightly run; it is recorded with its reason
+        log.exception("unexpected error while reading %s", source.path)
+        return _failed(source, f"unexpected error while decoding: {type(exc).__name__}: {exc}")
 
 
-def _sniffs_as_image(source: SourceFile) -> bool:
+def _sniffs_as_media(source: SourceFile) -> bool:
     with source.path.open("rb") as handle:
-        return modality_of(sniff(handle.read(8192))) is Modality.IMAGE
+        modality = modality_of(sniff(handle.read(8192)))
+    return modality is Modality.IMAGE or (modality is Modality.AUDIO and audio_supported())
 
 
 def _failed(source: SourceFile, reason: str) -> DecodedFile:
@@ -103,7 +134,7 @@ def _base_record(source: SourceFile, **fields: Any) -> ItemRecord:
     )
 
 
-def _decode(source: SourceFile, limits: ReadLimits, preparers: Mapping[str, ImagePreparer]) -> DecodedFile:
+def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
     if source.size == 0:
         raise DecodeError("file is empty (0 bytes)")
     if source.size > limits.max_file_bytes:
@@ -114,7 +145,9 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Mapping[str, Imag
     mime = sniff(data)
     modality = modality_of(mime)
     if modality is Modality.IMAGE:
-        return _decode_image(source, data, limits, preparers)
+        return _decode_image(source, data, limits, preparers.images)
+    if modality is Modality.AUDIO and audio_supported():
+        return _decode_audio(source, data, limits, preparers)
     if modality is None and source.extension in limits.text_extensions:
         return _decode_text(source, data, limits)
     claimed = source.extension or "(no extension)"
@@ -126,12 +159,7 @@ def _decode_image(
     source: SourceFile, data: bytes, limits: ReadLimits, preparers: Mapping[str, ImagePreparer]
 ) -> DecodedFile:
     decoded = decode_image(data, limits.image)
-    caption = None
-    if source.sidecar is not None:
-        try:
-            caption = caption_from_sidecar(source.sidecar.read_bytes(), limits.max_caption_chars)
-        except OSError:
-            caption = None  # a sidecar that vanished or cannot be read only costs the caption
+    caption = _caption(source, limits)
     record = _base_record(
         source,
         modality=Modality.IMAGE,
@@ -143,6 +171,37 @@ def _decode_image(
     )
     prepared = {space: prepare(decoded.image) for space, prepare in preparers.items()}
     return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=prepared)
+
+
+def _caption(source: SourceFile, limits: ReadLimits) -> str | None:
+    if source.sidecar is None:
+        return None
+    try:
+        return caption_from_sidecar(source.sidecar.read_bytes(), limits.max_caption_chars)
+    except OSError:
+        return None  # a sidecar that vanished or cannot be read only costs the caption
+
+
+def _decode_audio(source: SourceFile, data: bytes, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
+    decoded = decode_audio(data, limits.audio)
+    caption = _caption(source, limits)
+    transcript = None
+    if preparers.transcriber is not None:
+        transcript = preparers.transcriber.transcribe(decoded.samples, decoded.sample_rate)
+    record = _base_record(
+        source,
+        modality=Modality.AUDIO,
+        media_type=decoded.media_type,
+        content_hash=content_hash(data),
+        duration=decoded.duration,
+        caption=caption,
+        transcript=transcript.text if transcript else None,
+        transcript_segments=[asdict(segment) for segment in transcript.segments] if transcript else None,
+        text_excerpt=transcript.text[: limits.text_excerpt_chars] if transcript else None,
+    )
+    prepared = {space: prepare(decoded.samples, decoded.sample_rate) for space, prepare in preparers.audio.items()}
+    text = transcript.text if transcript else caption
+    return DecodedFile(source, Outcome.DECODED, record=record, text=text, prepared_audio=prepared)
 
 
 def _decode_text(source: SourceFile, data: bytes, limits: ReadLimits) -> DecodedFile:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from xmodal.config import Settings
+from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
-from xmodal.indexer.decode import ImageLimits
+from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
 from xmodal.indexer.embed import embed_batch
-from xmodal.indexer.reader import DecodedFile, ImagePreparer, Outcome, ReadLimits, read_file
+from xmodal.indexer.reader import DecodedFile, Outcome, Preparers, ReadLimits, read_file
 from xmodal.indexer.sources import SourceFile, walk
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
@@ -89,18 +90,25 @@ class Indexer:
     """Indexes folders into a catalog and its spaces. Build one per run; see :meth:`run`."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, spaces: SpaceSet, progress: Progress | None = None
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        spaces: SpaceSet,
+        progress: Progress | None = None,
+        transcriber: Transcriber | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.spaces = spaces
         self.progress = progress or _NoProgress()
+        self.transcriber = transcriber
         self.limits = ReadLimits(
             max_file_bytes=settings.max_file_bytes,
             max_text_bytes=settings.max_text_bytes,
             max_caption_chars=settings.max_caption_chars,
             text_excerpt_chars=settings.text_excerpt_chars,
             image=ImageLimits(max_pixels=settings.max_image_pixels),
+            audio=AudioLimits(max_seconds=settings.max_audio_seconds),
             text_extensions=frozenset(settings.text_extensions),
         )
 
@@ -115,9 +123,10 @@ class Indexer:
         status = "failed"
         try:
             active = self._activate_spaces(report)
+            transcriber = self._activate_transcriber(report)
             report.repaired = sum(space.reconcile() for space in self.spaces)
             todo = self._scan(roots, active, report)
-            self._process(todo, active, report)
+            self._process(todo, active, transcriber, report)
             status = "finished"
         finally:
             self.spaces.save()
@@ -138,6 +147,17 @@ class Indexer:
                 continue
             active.append(space)
         return active
+
+    def _activate_transcriber(self, report: IndexReport) -> Transcriber | None:
+        if self.transcriber is None or not audio_supported():
+            return None
+        try:
+            self.transcriber.load()
+        except WeightsUnavailableError as exc:
+            report.spaces_unavailable["speech"] = str(exc)
+            log.warning("speech is not transcribed: %s", exc)
+            return None
+        return self.transcriber
 
     def _scan(self, roots: Sequence[Path], active: list[VectorSpace], report: IndexReport) -> list[SourceFile]:
         started = time.perf_counter()
@@ -166,11 +186,19 @@ class Indexer:
         report.timings["scan_s"] = time.perf_counter() - started
         return todo
 
-    def _process(self, todo: list[SourceFile], active: list[VectorSpace], report: IndexReport) -> None:
+    def _process(
+        self,
+        todo: list[SourceFile],
+        active: list[VectorSpace],
+        transcriber: Transcriber | None,
+        report: IndexReport,
+    ) -> None:
         settings = self.settings
-        preparers: dict[str, ImagePreparer] = {
-            space.name: space.encoder.prepare_image for space in active if space.embeds(Modality.IMAGE)
-        }
+        preparers = Preparers(
+            images={space.name: space.encoder.prepare_image for space in active if space.embeds(Modality.IMAGE)},
+            audio={space.name: space.encoder.prepare_audio for space in active if space.embeds(Modality.AUDIO)},
+            transcriber=transcriber,
+        )
         known_paths = set(self.catalog.file_states(str(source.path) for source in todo))
         timings = Counter[str]()
         self.progress.start(len(todo))

@@ -43,5 +43,5 @@ def _best_per_item(
             continue
         current = best.get(hit.item_id)
         if current is None or score > current.score:
-            best[hit.item_id] = SpaceHit(hit.item_id, float(score), hit.modality, hit.start, hit.end)
+            best[hit.item_id] = SpaceHit(hit.item_id, float(score), hit.modality, space.name, hit.start, hit.end)
     return sorted(best.values(), key=lambda h: (-h.score, h.item_id))

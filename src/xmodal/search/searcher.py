@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xmodal.encoders.base import l2_normalise
+from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.merge import MergedHit, RankMerger
@@ -15,6 +16,7 @@ from xmodal.search.query import SearchQuery, SearchResult, SpaceHit
 from xmodal.search.retrieval import search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
+from xmodal.store.models import Item
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class Searcher:
     def _candidate_spaces(self, query: SearchQuery) -> list[VectorSpace]:
         parts = query.parts()
         if not parts:
-            raise InvalidQueryError("A query needs a text or an image.")
+            raise InvalidQueryError("A query needs a text, an image or an audio clip.")
         if query.space is not None:
             if query.space not in self.spaces:
                 raise NotFoundError(f"No space named '{query.space}'. Spaces: {', '.join(self.spaces.names())}.")
@@ -84,7 +86,21 @@ class Searcher:
             vectors.append(space.encoder.encode_texts(chunks).mean(axis=0))
         if query.image is not None and space.embeds(Modality.IMAGE):
             vectors.append(space.encoder.encode_images([query.image])[0])
+        if query.audio is not None and space.embeds(Modality.AUDIO):
+            windows = space.encoder.prepare_audio(query.audio.samples, query.audio.sample_rate)
+            vectors.append(space.encoder.encode_prepared_audio([features for _, _, features in windows]).mean(axis=0))
         return l2_normalise(np.sum(vectors, axis=0, keepdims=True))[0]
+
+    def _locate(self, best: SpaceHit, item: Item) -> tuple[tuple[int, int] | None, tuple[float, float] | None]:
+        """(character span, time span) of an item's best-matching chunk or window."""
+        if best.start is None or best.end is None:
+            return None, None
+        if item.modality == Modality.AUDIO and self.spaces[best.space].embeds(Modality.AUDIO):
+            return None, (best.start / 1000, best.end / 1000)  # an audio window, in milliseconds
+        if item.modality == Modality.AUDIO and item.transcript and item.transcript_segments:
+            transcript = Transcript(item.transcript, tuple(Segment(**s) for s in item.transcript_segments))
+            return (best.start, best.end), transcript.time_of(best.start, best.end)
+        return (best.start, best.end), None
 
     def _attach(self, hits: list[MergedHit]) -> list[SearchResult]:
         items = self.catalog.get_items([hit.item_id for hit in hits])
@@ -93,7 +109,7 @@ class Searcher:
             item = items.get(hit.item_id)
             if item is None:  # deleted between search and lookup
                 continue
-            span = (hit.best.start, hit.best.end) if hit.best.start is not None and hit.best.end is not None else None
+            match, time_span = self._locate(hit.best, item)
             results.append(
                 SearchResult(
                     item_id=item.id,
@@ -107,7 +123,10 @@ class Searcher:
                     width=item.width,
                     height=item.height,
                     space_scores=dict(hit.space_scores),
-                    match=span,
+                    match=match,
+                    time_span=time_span,
+                    transcript=item.transcript,
+                    duration=item.duration,
                 )
             )
         return results

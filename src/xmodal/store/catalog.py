@@ -53,6 +53,8 @@ class ItemRecord:
     duration: float | None = None
     caption: str | None = None
     text_excerpt: str | None = None
+    transcript: str | None = None
+    transcript_segments: list[dict[str, Any]] | None = None
     status: str = ItemStatus.OK
     error: str | None = None
 
@@ -116,7 +118,7 @@ class Catalog:
             Item.sidecar_mtime_ns,
             Item.status,
             Item.modality,
-            Item.caption.is_not(None) | (Item.modality == "text"),
+            Item.caption.is_not(None) | Item.transcript.is_not(None) | (Item.modality == "text"),
         )
         with self.session() as session:
             if paths is None:

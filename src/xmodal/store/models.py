@@ -48,6 +48,8 @@ class Item(Base):
     duration: Mapped[float | None] = mapped_column(Float)
     caption: Mapped[str | None] = mapped_column(Text)
     text_excerpt: Mapped[str | None] = mapped_column(Text)
+    transcript: Mapped[str | None] = mapped_column(Text)
+    transcript_segments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=ItemStatus.OK, index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -72,7 +74,8 @@ class Embedding(Base):
     """One vector of an item in a space. Its id is the vector's id in that space's FAISS index.
 
     A text longer than the encoder's context has one embedding per chunk; ``start``/``end`` locate the chunk
-    in the item's text (caption or document), and the item scores as its best chunk.
+    in the item's text (document, caption or transcript: character offsets), and the item scores as its best
+    chunk. For an audio window embedded as audio, ``start``/``end`` are milliseconds into the audio.
     """
 
     __tablename__ = "embeddings"

