@@ -112,8 +112,8 @@ def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "projection_dim": 16,
     }
     audio = {
-        "spec_size": 64,
-        "window_size": 4,
+        "spec_size": 256,  # 4 x 256 time frames hold the 1001 frames of a 10 s window
+        "window_size": 8,
         "num_mel_bins": 64,
         "depths": [1, 1],
         "num_attention_heads": [1, 2],
@@ -199,3 +199,31 @@ def write_corpus(root: Path, *, images: int, texts: int, seed: int = 0) -> Path:
 def top_k_overlap(expected: list[list[int]], actual: list[list[int]]) -> float:
     """Mean fraction of the expected top-k ids found in the actual top-k."""
     return float(np.mean([len(set(e) & set(a)) / max(1, len(e)) for e, a in zip(expected, actual, strict=True)]))
+
+
+def synth_audio(rng: random.Random, seconds: float, rate: int = 16_000) -> np.ndarray:
+    """A seeded signal: a few tones that change over time, plus a little noise (mono float32)."""
+    count = int(seconds * rate)
+    time = np.arange(count) / rate
+    signal = np.zeros(count, dtype=np.float64)
+    for _ in range(rng.randrange(1, 4)):
+        frequency = rng.uniform(80, 4000)
+        signal += rng.uniform(0.05, 0.3) * np.sin(2 * np.pi * frequency * time * (1 + rng.uniform(-0.2, 0.2) * time))
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(scale=rng.uniform(0.001, 0.05), size=count)
+    return (signal + noise).astype(np.float32)
+
+
+def write_audio_corpus(root: Path, *, clips: int, texts: int, seed: int = 0) -> Path:
+    """Seeded WAV/FLAC/Ogg clips (some longer than one 10 s window) and short text files."""
+    import soundfile as sf
+
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    formats = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS")]
+    for number in range(clips):
+        ext, fmt, subtype = formats[number % len(formats)]
+        seconds = rng.choice([0.5, 2.0, 4.0, 23.0]) if number % 7 else 31.0
+        sf.write(root / f"clip_{number:03d}.{ext}", synth_audio(rng, seconds), 16_000, format=fmt, subtype=subtype)
+    for number in range(texts):
+        (root / f"note_{number:03d}.txt").write_text(random_text(rng, rng.randrange(2, 12)))
+    return root

@@ -38,6 +38,14 @@ def test_index_then_search(cli_env: Path) -> None:
     by_image = runner.invoke(app, ["search", "--image", str(root / "image_000.png"), "-k", "1", "--json"])
     assert json.loads(by_image.stdout)["results"][0]["path"] == str(root / "image_000.png")
 
+    from tests.conftest import write_audio_corpus
+
+    audio_root = write_audio_corpus(cli_env / "audio", clips=3, texts=0)
+    assert runner.invoke(app, ["index", str(audio_root), "--quiet"]).exit_code == 0
+    by_audio = runner.invoke(app, ["search", "--audio", str(audio_root / "clip_001.flac"), "-k", "1", "--json"])
+    assert by_audio.exit_code == 0, by_audio.output
+    assert json.loads(by_audio.stdout)["results"][0]["path"] == str(audio_root / "clip_001.flac")
+
     stats = runner.invoke(app, ["stats", "--json"])
     assert {s["name"]: s["vectors"] for s in json.loads(stats.stdout)["spaces"]}["clip"] >= 8
 

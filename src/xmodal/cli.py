@@ -31,7 +31,7 @@ from xmodal.errors import (
 )
 from xmodal.indexer.runner import IndexReport
 
-app = typer.Typer(help="Cross-modal search over folders of images and texts.", no_args_is_help=True)
+app = typer.Typer(help="Cross-modal search over folders of images, audio and texts.", no_args_is_help=True)
 models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
 spaces_app = typer.Typer(help="Manage vector spaces.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -138,15 +138,17 @@ def index(
 def search(
     text: Annotated[str | None, typer.Argument(help="Text query.")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Image file to search with.")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="Audio file to search with.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
     space: Annotated[str | None, typer.Option("--space", help="Search only this space.")] = None,
     modality: Annotated[list[str] | None, typer.Option("--modality", "-m", help="Keep only these.")] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search by text and/or image."""
+    """Search by text, image and/or audio."""
     with Engine.open(settings=_settings(home)) as engine:
-        response = engine.query(engine.build_query(text=text, image=image, k=k, modalities=modality, space=space))
+        query = engine.build_query(text=text, image=image, audio=audio, k=k, modalities=modality, space=space)
+        response = engine.query(query)
     if as_json:
         print(
             json.dumps(
@@ -164,7 +166,9 @@ def search(
     for column in ("#", "score", "id", "modality", "path", "caption / text"):
         table.add_column(column, overflow="fold")
     for rank, result in enumerate(response.results, start=1):
-        snippet = result.caption or result.text_excerpt or ""
+        snippet = result.caption or result.transcript or result.text_excerpt or ""
+        if result.time_span is not None:
+            snippet = f"[{result.time_span[0]:.1f}-{result.time_span[1]:.1f} s] {snippet}"
         table.add_row(
             str(rank), f"{result.score:.4f}", str(result.item_id), result.modality or "", result.path, snippet[:120]
         )

@@ -55,9 +55,10 @@ class Settings(BaseSettings):
     speech_model: str | None = Field(
         default=DEFAULT_SPEECH_MODEL, description="faster-whisper model that transcribes speech; empty: no transcripts."
     )
+    speech_beam_size: PositiveInt = Field(default=5, description="Beam width of the speech decoder (1: greedy).")
     speech_language: str | None = Field(default="en", description="Language of the speech; empty: detect it.")
     speech_no_speech_threshold: float = Field(
-        default=0.6, ge=0, le=1, description="Whisper segments more likely than this to be silence are dropped."
+        default=0.5, ge=0, le=1, description="Whisper segments more likely than this to be silence are dropped."
     )
     audio_window_s: float = Field(default=10.0, gt=0, description="Audio is embedded in windows of this length.")
     audio_hop_s: float = Field(default=5.0, gt=0, description="Start-to-start distance of audio windows.")

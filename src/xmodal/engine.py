@@ -66,6 +66,7 @@ class Engine:
                 cache_dir=settings.models_dir,
                 language=settings.speech_language,
                 no_speech_threshold=settings.speech_no_speech_threshold,
+                beam_size=settings.speech_beam_size,
                 device="cpu" if settings.device == "cpu" else "auto",
                 workers=settings.decode_workers,
                 hub_timeout_s=settings.hub_timeout_s,

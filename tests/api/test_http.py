@@ -52,6 +52,36 @@ def test_image_upload_search(client: TestClient) -> None:
     assert body["spaces_searched"] == ["clip"] and len(body["results"]) == 3
 
 
+def _wav(seconds: float = 1.0) -> bytes:
+    import random
+
+    import soundfile as sf
+
+    from tests.conftest import synth_audio
+
+    buffer = io.BytesIO()
+    sf.write(buffer, synth_audio(random.Random(5), seconds), 16_000, format="WAV")
+    return buffer.getvalue()
+
+
+def test_audio_upload_search(client: TestClient, engine: Engine, tmp_path: Path) -> None:
+    from tests.conftest import write_audio_corpus
+
+    engine.index([write_audio_corpus(tmp_path / "audio", clips=4, texts=0)])
+    response = client.post("/search", files={"audio": ("q.wav", _wav(), "audio/wav")}, data={"k": "3"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["spaces_searched"] == ["clap"]
+    hits = [hit for hit in body["results"] if hit["modality"] == "audio"]
+    assert hits and all(hit["time_span"] is not None and hit["duration"] for hit in hits)
+
+
+def test_bad_audio_upload_is_422(client: TestClient) -> None:
+    response = client.post("/search", files={"audio": ("q.wav", b"RIFF....WAVEfmt garbage", "audio/wav")})
+    assert response.status_code == 422
+    assert "audio could not be read" in response.json()["detail"]
+
+
 def test_item_content_and_thumbnail(client: TestClient) -> None:
     hits = client.post("/search", json={"text": "castle", "k": 10, "modalities": ["image"]}).json()["results"]
     item_id = hits[0]["id"]

@@ -36,6 +36,11 @@ class SearchHit(BaseModel):
     match: tuple[int, int] | None = Field(description="Character span of the best-matching text chunk.")
     content_url: str
     thumbnail_url: str | None
+    time_span: tuple[float, float] | None = Field(
+        default=None, description="Seconds into an audio item where the best match lies (seek a player there)."
+    )
+    transcript: str | None = None
+    duration: float | None = None
 
 
 class SearchResponseBody(BaseModel):
@@ -59,6 +64,8 @@ class ItemBody(BaseModel):
     duration: float | None
     caption: str | None
     text_excerpt: str | None
+    transcript: str | None
+    transcript_segments: list[dict[str, Any]] | None
     metadata: dict[str, Any] = Field(validation_alias="user_metadata")
     status: str
     error: str | None

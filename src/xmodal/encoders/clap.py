@@ -23,7 +23,6 @@ from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
-
 LOCAL_OPTIONS = ("use a folder saved with save_pretrained: XMODAL_CLAP_ENCODER='clap:/path/to/folder'",)
 
 

@@ -22,6 +22,7 @@ _MULTIPART_SCHEMA = {
     "type": "object",
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "Image file to search with."},
+        "audio": {"type": "string", "format": "binary", "description": "Audio clip to search with."},
         "text": {"type": "string"},
         "k": {"type": "integer", "minimum": 1},
         "modalities": {"type": "array", "items": {"type": "string", "enum": ["image", "text", "audio"]}},
@@ -44,7 +45,7 @@ _REQUEST_BODY = {
     responses={413: {"description": "Body too large"}, 415: {"description": "Unsupported content type"}},
 )
 async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
-    """Search by text (JSON body) or by image (multipart upload, field ``image``)."""
+    """Search by text (JSON body), or by image and/or audio (multipart upload, fields ``image``, ``audio``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limit = engine.settings.max_upload_bytes
     if content_type == "application/json":
@@ -74,29 +75,38 @@ async def _form_params(request: Request, limit: int) -> dict[str, Any]:
         form = await request.form(max_files=1, max_fields=20, max_part_size=limit)
     except MultiPartException as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"Malformed multipart body: {exc.message}") from exc
-    upload = form.get("image")
-    image: bytes | None = None
-    if upload is not None:
-        if not isinstance(upload, UploadFile):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'image' must be a file upload.")
-        image = await upload.read(limit + 1)
-        if len(image) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"Image is over the limit of {limit} bytes.")
-        if not image:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "The uploaded image is empty.")
+    image = await _upload(form.get("image"), "image", limit)
+    audio = await _upload(form.get("audio"), "audio", limit)
     text = form.get("text")
     k = form.get("k")
     if k is not None and (not isinstance(k, str) or not k.strip().isdigit()):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'k' must be a positive whole number.")
-    if image is None and not text:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Send an 'image' file or a 'text' field.")
+    if image is None and audio is None and not text:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Send an 'image' or 'audio' file, or a 'text' field."
+        )
     return {
         "text": text if isinstance(text, str) and text else None,
         "image": image,
+        "audio": audio,
         "k": int(k) if isinstance(k, str) else None,
         "modalities": [m for m in form.getlist("modalities") if isinstance(m, str)] or None,
         "space": form.get("space") if isinstance(form.get("space"), str) else None,
     }
+
+
+async def _upload(field: object, name: str, limit: int) -> bytes | None:
+    """The bytes of an uploaded file field, or ``None`` when it was not sent."""
+    if field is None:
+        return None
+    if not isinstance(field, UploadFile):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"'{name}' must be a file upload.")
+    data = await field.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"The {name} is over the limit of {limit} bytes.")
+    if not data:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"The uploaded {name} is empty.")
+    return data
 
 
 def _run(engine: Engine, params: dict[str, Any]) -> SearchResponseBody:
@@ -125,6 +135,9 @@ def _hit(result: SearchResult) -> SearchHit:
         match=result.match,
         content_url=f"/items/{result.item_id}/content",
         thumbnail_url=f"/items/{result.item_id}/thumbnail" if result.modality == "image" else None,
+        time_span=result.time_span,
+        transcript=result.transcript,
+        duration=result.duration,
     )
 
 
