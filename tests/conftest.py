@@ -196,6 +196,14 @@ def write_corpus(root: Path, *, images: int, texts: int, seed: int = 0) -> Path:
     return root
 
 
+def brute_force_top_k(owners: list[int], vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    """The ``k`` best owners by exact inner product, each scoring as its best vector; ties by id."""
+    best: dict[int, float] = {}
+    for owner, score in zip(owners, (vectors @ query).tolist(), strict=True):
+        best[owner] = max(best.get(owner, -np.inf), score)
+    return [item for item, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
 def top_k_overlap(expected: list[list[int]], actual: list[list[int]]) -> float:
     """Mean fraction of the expected top-k ids found in the actual top-k."""
     return float(np.mean([len(set(e) & set(a)) / max(1, len(e)) for e, a in zip(expected, actual, strict=True)]))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import make_settings, random_text, synth_audio, top_k_overlap, write_audio_corpus
+from tests.conftest import brute_force_top_k, make_settings, random_text, synth_audio, top_k_overlap, write_audio_corpus
 from xmodal.config import Settings
 from xmodal.encoders import Encoder
 from xmodal.engine import Engine
@@ -58,18 +58,11 @@ def _clap_vectors(engine: Engine, modality: Modality) -> tuple[list[int], np.nda
     return owners, np.stack(vectors)
 
 
-def _brute_force(owners: list[int], vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
-    best: dict[int, float] = {}
-    for owner, score in zip(owners, (vectors @ query).tolist(), strict=True):
-        best[owner] = max(best.get(owner, -np.inf), score)
-    return [item for item, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
-
-
 @pytest.mark.parametrize(
     ("query_kind", "target"),
     [("text", Modality.AUDIO), ("audio", Modality.AUDIO), ("audio", Modality.TEXT)],
 )
-def test_audio_queries_match_brute_force(
+def test_audio_queries_matchbrute_force_top_k(
     audio_engine: Engine, tmp_path: Path, query_kind: str, target: Modality
 ) -> None:
     rng = random.Random(f"{query_kind}-{target}")
@@ -90,7 +83,7 @@ def test_audio_queries_match_brute_force(
             mean = encoder.encode_prepared_audio([f for _, _, f in windows]).mean(axis=0)
             query = mean / np.linalg.norm(mean)
             results = audio_engine.search(audio=path, k=K, space="clap", modalities=[target])
-        expected.append(_brute_force(owners, vectors, query, K))
+        expected.append(brute_force_top_k(owners, vectors, query, K))
         actual.append([r.item_id for r in results])
     assert top_k_overlap(expected, actual) >= 0.99
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_settings, random_image, random_text, top_k_overlap, write_corpus
+from tests.conftest import brute_force_top_k, make_settings, random_image, random_text, top_k_overlap, write_corpus
 from xmodal.config import Settings
 from xmodal.encoders import Encoder
 from xmodal.engine import Engine
@@ -61,14 +61,6 @@ def _item_vectors(engine: Engine, space: str, modality: Modality) -> tuple[list[
     return owners, np.stack(vectors)
 
 
-def _brute_force(owners: list[int], vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
-    scores = vectors @ query
-    best: dict[int, float] = {}
-    for owner, score in zip(owners, scores.tolist(), strict=True):
-        best[owner] = max(best.get(owner, -np.inf), score)
-    return [item for item, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
-
-
 @pytest.mark.parametrize(
     ("space", "query_kind", "target"),
     [
@@ -80,7 +72,7 @@ def _brute_force(owners: list[int], vectors: np.ndarray, query: np.ndarray, k: i
         ("text", "text", Modality.IMAGE),  # images found through their captions
     ],
 )
-def test_engine_matches_brute_force(corpus_engine: Engine, space: str, query_kind: str, target: Modality) -> None:
+def test_engine_matchesbrute_force_top_k(corpus_engine: Engine, space: str, query_kind: str, target: Modality) -> None:
     rng = random.Random(f"{space}-{query_kind}-{target}")
     encoder = corpus_engine.spaces[space].encoder
     owners, vectors = _item_vectors(corpus_engine, space, target)
@@ -95,7 +87,7 @@ def test_engine_matches_brute_force(corpus_engine: Engine, space: str, query_kin
             image = random_image(rng)
             query_vector = encoder.encode_images([image])[0]
             results = corpus_engine.search(image=image, k=K, space=space, modalities=[target])
-        expected.append(_brute_force(owners, vectors, query_vector, K))
+        expected.append(brute_force_top_k(owners, vectors, query_vector, K))
         actual.append([result.item_id for result in results])
         assert all(result.modality == target for result in results)
     assert top_k_overlap(expected, actual) >= 0.99

@@ -12,12 +12,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from xmodal.config import DevicePreference, Settings
 from xmodal.errors import WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -110,6 +112,20 @@ def fingerprint_module(description: str, module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True, slots=True)
+class EncoderOptions:
+    """What every encoder needs besides its spec: where weights go, where to run, how to treat the hub."""
+
+    cache_dir: Path
+    device: DevicePreference = DevicePreference.AUTO
+    hub_timeout_s: float = 5.0
+    retry_after_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EncoderOptions:
+        return cls(settings.models_dir, settings.device, settings.hub_timeout_s, settings.load_retry_s)
+
+
 class Encoder(ABC):
     """Embeds images and/or texts into one vector space.
 
@@ -119,11 +135,13 @@ class Encoder(ABC):
 
     modalities: frozenset[Modality]
 
-    def __init__(self, spec: str, *, retry_after_s: float = 60.0) -> None:
+    def __init__(self, spec: str, options: EncoderOptions) -> None:
         self.spec = spec
+        self.options = options
+        self.cache_dir = options.cache_dir
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
-        self._retry_after_s = retry_after_s
+        self._retry_after_s = options.retry_after_s
         self._failure: tuple[float, WeightsUnavailableError] | None = None
 
     # lifecycle -------------------------------------------------------------------------------------------

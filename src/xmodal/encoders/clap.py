@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmodal.config import DevicePreference
 from xmodal.encoders.audio import resample, windows
-from xmodal.encoders.base import Encoder, fingerprint_module
+from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -44,24 +43,10 @@ class ClapEncoder(Encoder):
 
     modalities = frozenset({Modality.AUDIO, Modality.TEXT})
 
-    def __init__(
-        self,
-        spec: str,
-        target: str,
-        *,
-        cache_dir: Path,
-        device: DevicePreference,
-        window_s: float = 10.0,
-        hop_s: float = 5.0,
-        hub_timeout_s: float = 5.0,
-        retry_after_s: float = 60.0,
-    ) -> None:
-        super().__init__(spec, retry_after_s=retry_after_s)
+    def __init__(self, spec: str, target: str, options: EncoderOptions, *, window_s: float, hop_s: float) -> None:
+        super().__init__(spec, options)
         self.location, self._local = _location(target)
-        self.cache_dir = cache_dir
-        self._device_preference = device
         self._window_s, self._hop_s = window_s, hop_s
-        self._hub_timeout_s = hub_timeout_s
         self._model: Any = None
         self._features: Any = None
         self._tokenizer: Any = None
@@ -70,9 +55,9 @@ class ClapEncoder(Encoder):
     def _load(self) -> str:
         from transformers import ClapModel, ClapProcessor
 
-        self._device = resolve_device(self._device_preference)
+        self._device = resolve_device(self.options.device)
         if not self._local and not self._is_cached():
-            reason = hub_offline_reason(self._hub_timeout_s)
+            reason = hub_offline_reason(self.options.hub_timeout_s)
             if reason is not None:
                 raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
         try:

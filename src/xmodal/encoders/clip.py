@@ -21,8 +21,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from xmodal.config import DevicePreference
-from xmodal.encoders.base import Encoder, fingerprint_module
+from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -94,21 +93,9 @@ class OpenClipEncoder(Encoder):
 
     modalities = frozenset({Modality.IMAGE, Modality.TEXT})
 
-    def __init__(
-        self,
-        spec: str,
-        source: OpenClipSource,
-        *,
-        cache_dir: Path,
-        device: DevicePreference,
-        hub_timeout_s: float = 5.0,
-        retry_after_s: float = 60.0,
-    ) -> None:
-        super().__init__(spec, retry_after_s=retry_after_s)
-        self._hub_timeout_s = hub_timeout_s
+    def __init__(self, spec: str, source: OpenClipSource, options: EncoderOptions) -> None:
+        super().__init__(spec, options)
         self.source = source
-        self.cache_dir = cache_dir
-        self._device_preference = device
         self._model: Any = None
         self._preprocess: Any = None
         self._tokenizer: Any = None
@@ -116,9 +103,9 @@ class OpenClipEncoder(Encoder):
         self._dim = 0
 
     def _load(self) -> str:
-        self._device = resolve_device(self._device_preference)
+        self._device = resolve_device(self.options.device)
         if not self.source.is_cached(self.cache_dir):
-            reason = hub_offline_reason(self._hub_timeout_s)
+            reason = hub_offline_reason(self.options.hub_timeout_s)
             if reason is not None:
                 raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
         try:

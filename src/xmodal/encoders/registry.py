@@ -5,49 +5,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from xmodal.config import Settings
-from xmodal.encoders.base import Encoder
+from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.errors import ConfigError
 
 
 def _open_clip(spec: str, target: str, settings: Settings) -> Encoder:
     from xmodal.encoders.clip import OpenClipEncoder, OpenClipSource
 
-    return OpenClipEncoder(
-        spec,
-        OpenClipSource.parse(target),
-        cache_dir=settings.models_dir,
-        device=settings.device,
-        hub_timeout_s=settings.hub_timeout_s,
-        retry_after_s=settings.load_retry_s,
-    )
+    return OpenClipEncoder(spec, OpenClipSource.parse(target), EncoderOptions.from_settings(settings))
 
 
 def _sentence(spec: str, target: str, settings: Settings) -> Encoder:
     from xmodal.encoders.text import SentenceEncoder
 
-    return SentenceEncoder(
-        spec,
-        target,
-        cache_dir=settings.models_dir,
-        device=settings.device,
-        hub_timeout_s=settings.hub_timeout_s,
-        retry_after_s=settings.load_retry_s,
-    )
+    return SentenceEncoder(spec, target, EncoderOptions.from_settings(settings))
 
 
 def _clap(spec: str, target: str, settings: Settings) -> Encoder:
     from xmodal.encoders.clap import ClapEncoder
 
-    return ClapEncoder(
-        spec,
-        target,
-        cache_dir=settings.models_dir,
-        device=settings.device,
-        window_s=settings.audio_window_s,
-        hop_s=settings.audio_hop_s,
-        hub_timeout_s=settings.hub_timeout_s,
-        retry_after_s=settings.load_retry_s,
-    )
+    options = EncoderOptions.from_settings(settings)
+    return ClapEncoder(spec, target, options, window_s=settings.audio_window_s, hop_s=settings.audio_hop_s)
 
 
 _FAMILIES: dict[str, Callable[[str, str, Settings], Encoder]] = {

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmodal.config import DevicePreference
-from xmodal.encoders.base import Encoder, fingerprint_module
+from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -59,31 +58,19 @@ class SentenceEncoder(Encoder):
 
     modalities = frozenset({Modality.TEXT})
 
-    def __init__(
-        self,
-        spec: str,
-        target: str,
-        *,
-        cache_dir: Path,
-        device: DevicePreference,
-        hub_timeout_s: float = 5.0,
-        retry_after_s: float = 60.0,
-    ) -> None:
-        super().__init__(spec, retry_after_s=retry_after_s)
-        self._hub_timeout_s = hub_timeout_s
+    def __init__(self, spec: str, target: str, options: EncoderOptions) -> None:
+        super().__init__(spec, options)
         self.target = target
-        self.cache_dir = cache_dir
-        self._device_preference = device
         self._model: Any = None
         self._device = torch.device("cpu")
 
     def _load(self) -> str:
         from sentence_transformers import SentenceTransformer
 
-        self._device = resolve_device(self._device_preference)
+        self._device = resolve_device(self.options.device)
         location = resolve_sentence_model(self.target)
         if not os.path.isdir(location) and not _is_cached(location, self.cache_dir):
-            reason = hub_offline_reason(self._hub_timeout_s)
+            reason = hub_offline_reason(self.options.hub_timeout_s)
             if reason is not None:
                 raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
         try:
