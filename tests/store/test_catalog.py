@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import inspect
 
-from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding
+from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding, WriteRequest
 
 
 def _record(path: str, size: int = 1) -> ItemRecord:
@@ -27,10 +27,12 @@ def test_migrations_create_the_schema_in_wal_mode(tmp_path: Path) -> None:
 def test_rewriting_an_item_replaces_its_embeddings(tmp_path: Path) -> None:
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
     catalog.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
-    new, old = catalog.write_items([(_record("/r/a"), {"text": [NewEmbedding(0, 0, 3), NewEmbedding(1, 4, 8)]})])
+    new, old = catalog.write_items(
+        [WriteRequest(_record("/r/a"), {"text": [NewEmbedding(0, 0, 3), NewEmbedding(1, 4, 8)]})]
+    )
     assert len(new["text"]) == 2 and not old
     first_ids = new["text"]
-    new, old = catalog.write_items([(_record("/r/a", size=2), {"text": [NewEmbedding()]})])
+    new, old = catalog.write_items([WriteRequest(_record("/r/a", size=2), {"text": [NewEmbedding()]})])
     assert old == {"text": first_ids}
     assert len(new["text"]) == 1
     assert catalog.file_states()["/r/a"].size == 2
@@ -42,7 +44,7 @@ def test_rewriting_an_item_replaces_its_embeddings(tmp_path: Path) -> None:
 def test_reconcile_repairs_an_interrupted_run(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
     space = engine.spaces["text"]
     index = space.checked_index()
-    new, _ = engine.catalog.write_items([(_record("/r/a"), {"text": [NewEmbedding()]})])
+    new, _ = engine.catalog.write_items([WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]})])
     index.add(np.array([987654]), np.ones((1, index.header.dim), dtype=np.float32))  # vector with no row
     assert space.reconcile() == 2  # the orphan vector goes, and the row whose vector never landed
     assert index.ntotal == 0

@@ -5,6 +5,7 @@ Runs in worker threads. Every failure becomes an item with status ``failed`` and
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -118,11 +119,11 @@ def _sniffs_as_media(source: SourceFile) -> bool:
 
 
 def _failed(source: SourceFile, reason: str) -> DecodedFile:
-    record = _base_record(source, status=ItemStatus.FAILED, error=reason)
+    record = _base_record(source, with_metadata=False, status=ItemStatus.FAILED, error=reason)
     return DecodedFile(source, Outcome.FAILED, record=record, reason=reason)
 
 
-def _base_record(source: SourceFile, **fields: Any) -> ItemRecord:
+def _base_record(source: SourceFile, *, with_metadata: bool = True, **fields: Any) -> ItemRecord:
     return ItemRecord(
         path=str(source.path),
         source=source.root.as_uri(),
@@ -130,8 +131,22 @@ def _base_record(source: SourceFile, **fields: Any) -> ItemRecord:
         mtime_ns=source.mtime_ns,
         sidecar_path=str(source.sidecar) if source.sidecar else None,
         sidecar_mtime_ns=source.sidecar_mtime_ns,
+        user_metadata=_metadata(source) if with_metadata else None,
         **fields,
     )
+
+
+def _metadata(source: SourceFile) -> dict[str, Any] | None:
+    """The JSON object in the file's metadata sidecar; a broken sidecar fails the file with the reason."""
+    if source.metadata_sidecar is None:
+        return None
+    try:
+        value = json.loads(source.metadata_sidecar.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"metadata sidecar {source.metadata_sidecar.name} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise DecodeError(f"metadata sidecar {source.metadata_sidecar.name} must hold a JSON object")
+    return value
 
 
 def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile:

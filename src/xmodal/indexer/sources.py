@@ -29,7 +29,8 @@ class SourceFile:
     size: int
     mtime_ns: int
     sidecar: Path | None = None
-    sidecar_mtime_ns: int | None = None
+    sidecar_mtime_ns: int | None = None  # the newest of the caption and metadata sidecars
+    metadata_sidecar: Path | None = None
 
     @property
     def extension(self) -> str:
@@ -50,7 +51,8 @@ def walk(
 
     Symbolic links to folders are followed, but a folder is entered once only, so link loops end. A text file
     named like a media file beside it (``photo.txt`` next to ``photo.jpg``) is not yielded: it becomes that
-    file's ``sidecar``. Folders or files that cannot be read are reported to ``on_error`` and skipped.
+    file's ``sidecar``; likewise ``photo.json`` becomes its ``metadata_sidecar`` (clip-retrieval's convention).
+    Folders or files that cannot be read are reported to ``on_error`` and skipped.
     """
     report = on_error or (lambda _path, _reason: None)
     text_exts = frozenset(text_extensions)
@@ -114,7 +116,12 @@ def _walk_dir(
         stem, ext = os.path.splitext(name)
         if ext.lower() in text_exts and stem in media_stems:
             continue  # a sidecar: it travels with its media file
+        if ext.lower() == ".json" and any(other != name and other.startswith(f"{stem}.") for other in files):
+            continue  # a metadata sidecar
         sidecar, sidecar_mtime = _find_sidecar(stem, ext.lower(), files, text_exts, media_exts)
+        metadata = files.get(f"{stem}.json")
+        if metadata is not None:
+            sidecar_mtime = max(sidecar_mtime or 0, metadata.st_mtime_ns)
         yield SourceFile(
             path=directory / name,
             root=root,
@@ -122,6 +129,7 @@ def _walk_dir(
             mtime_ns=file_info.st_mtime_ns,
             sidecar=directory / sidecar if sidecar else None,
             sidecar_mtime_ns=sidecar_mtime,
+            metadata_sidecar=directory / f"{stem}.json" if metadata is not None else None,
         )
     for subdir in subdirs:
         yield from _walk_dir(subdir, root, text_exts, media_exts, include_hidden, seen_dirs, report)

@@ -14,7 +14,7 @@ import numpy as np
 from xmodal.indexer.embed import FileVectors
 from xmodal.indexer.reader import DecodedFile
 from xmodal.spaces import SpaceSet
-from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding
+from xmodal.store.catalog import Catalog, WriteRequest
 
 
 def write_batch(
@@ -24,14 +24,16 @@ def write_batch(
     vectors: Sequence[dict[str, FileVectors]],
 ) -> int:
     """Store ``files`` (decoded or failed) and their vectors; returns how many vectors were added."""
-    records: list[tuple[ItemRecord, dict[str, list[NewEmbedding]]]] = []
+    requests: list[WriteRequest] = []
     stacked: dict[str, list[np.ndarray]] = {}
     for decoded, per_space in zip(files, vectors, strict=True):
         assert decoded.record is not None
-        records.append((decoded.record, {name: fv.embeddings for name, fv in per_space.items()}))
+        embeddings = {name: fv.embeddings for name, fv in per_space.items()}
+        body = decoded.text if decoded.text != decoded.record.caption else None  # the caption has its own column
+        requests.append(WriteRequest(decoded.record, embeddings, body))
         for name, file_vectors in per_space.items():
             stacked.setdefault(name, []).extend(file_vectors.vectors)
-    new_ids, old_ids = catalog.write_items(records)
+    new_ids, old_ids = catalog.write_items(requests)
     for name, ids in old_ids.items():
         index = spaces[name].stored_index()
         if index is not None:

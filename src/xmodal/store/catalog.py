@@ -11,7 +11,10 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from xmodal.store import lexical
 from xmodal.store.database import connect, migrate, session_factory
+from xmodal.store.filters import ItemFilter
+from xmodal.store.lexical import LexicalDocument
 from xmodal.store.models import Embedding, IndexRun, Item, ItemStatus, Space, utcnow
 
 _IN_CHUNK = 500  # ids per IN (...) clause: below every backend's parameter limit
@@ -55,6 +58,7 @@ class ItemRecord:
     text_excerpt: str | None = None
     transcript: str | None = None
     transcript_segments: list[dict[str, Any]] | None = None
+    user_metadata: dict[str, Any] | None = None
     status: str = ItemStatus.OK
     error: str | None = None
 
@@ -66,6 +70,15 @@ class NewEmbedding:
     chunk: int = 0
     start: int | None = None
     end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One item to write: its record, its new embeddings per space, and its full text for the lexical index."""
+
+    record: ItemRecord
+    embeddings: dict[str, list[NewEmbedding]] = field(default_factory=dict)
+    body: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +167,8 @@ class Catalog:
         with self.session() as session:
             return [(path, error or "") for path, error in session.execute(query.limit(limit))]
 
-    def write_items(
-        self, records: Sequence[tuple[ItemRecord, dict[str, list[NewEmbedding]]]]
-    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-        """Upsert items and replace their embeddings, in one transaction.
+    def write_items(self, requests: Sequence[WriteRequest]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Upsert items, replace their embeddings and full-text rows, in one transaction.
 
         Returns ``(new_ids, old_ids)``: per space, the vector ids just allocated (in the order given) and the
         vector ids that were replaced and must leave the vector index.
@@ -167,16 +178,15 @@ class Catalog:
         with self.session() as session, session.begin():
             existing = {
                 item.path: item
-                for part in range(0, len(records), _IN_CHUNK)
-                for item in session.scalars(
-                    select(Item).where(Item.path.in_([r.path for r, _ in records[part : part + _IN_CHUNK]]))
-                )
+                for part in _chunks([r.record.path for r in requests])
+                for item in session.scalars(select(Item).where(Item.path.in_(part)))
             }
             items: list[Item] = []
-            for record, _ in records:
-                item = existing.get(record.path) or Item(path=record.path, user_metadata={})
+            for request in requests:
+                item = existing.get(request.record.path) or Item(path=request.record.path)
                 for name in ItemRecord.__slots__:
-                    setattr(item, name, getattr(record, name))
+                    setattr(item, name, getattr(request.record, name))
+                item.user_metadata = request.record.user_metadata or {}
                 item.updated_at = utcnow()
                 session.add(item)
                 items.append(item)
@@ -188,8 +198,8 @@ class Catalog:
                 ):
                     old_ids[space].append(vector_id)
                 session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
-            for item, (_, per_space) in zip(items, records, strict=True):
-                for space, embeddings in per_space.items():
+            for item, request in zip(items, requests, strict=True):
+                for space, embeddings in request.embeddings.items():
                     rows = [
                         Embedding(item_id=item.id, space=space, chunk=e.chunk, start=e.start, end=e.end)
                         for e in embeddings
@@ -197,6 +207,12 @@ class Catalog:
                     session.add_all(rows)
                     session.flush()
                     new_ids[space].extend(row.id for row in rows)
+            documents = [
+                LexicalDocument(item.id, item.path, item.caption, request.body)
+                for item, request in zip(items, requests, strict=True)
+                if item.status == ItemStatus.OK
+            ]
+            lexical.replace_documents(session, touched, documents)
         return dict(new_ids), dict(old_ids)
 
     def delete_embeddings(self, space: str, vector_ids: Sequence[int]) -> None:
@@ -232,6 +248,48 @@ class Catalog:
                 for item_id, vector_id in session.execute(query):
                     result[item_id].append(vector_id)
         return dict(result)
+
+    # filters and full text -------------------------------------------------------------------------------
+
+    def count_matching(self, item_filter: ItemFilter) -> int:
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(Item).where(item_filter.clause())) or 0)
+
+    def count_items(self) -> int:
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(Item).where(Item.status == ItemStatus.OK)) or 0)
+
+    def matching_ids(self, item_filter: ItemFilter, within: Sequence[int] | None = None) -> set[int]:
+        """Ids of the items that pass ``item_filter`` (only among ``within`` when given)."""
+        query = select(Item.id).where(item_filter.clause())
+        with self.session() as session:
+            if within is None:
+                return set(session.scalars(query))
+            return {i for part in _chunks(list(within)) for i in session.scalars(query.where(Item.id.in_(part)))}
+
+    def vector_ids_of_matching(self, space: str, item_filter: ItemFilter) -> list[int]:
+        query = (
+            select(Embedding.id)
+            .join(Item, Item.id == Embedding.item_id)
+            .where(Embedding.space == space, item_filter.clause())
+        )
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    @property
+    def lexical_supported(self) -> bool:
+        return lexical.supported(self._engine.dialect.name)
+
+    def lexical_search(self, query: str, limit: int) -> list[tuple[int, float]]:
+        """(item id, BM25 score) of the best full-text matches."""
+        with self._engine.connect() as connection:
+            return lexical.search(connection, query, limit)
+
+    def lexical_size(self) -> int:
+        if not self.lexical_supported:
+            return 0
+        with self._engine.connect() as connection:
+            return lexical.count(connection)
 
     # spaces ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,71 @@
+"""Item filters: which items a query may return. Turned into SQL by the catalog.
+
+A filter is a set of ``key=value`` conditions, all of which must hold. Keys:
+
+- ``modality``, ``media_type``: the item's columns;
+- ``extension``: the file's extension (``jpg`` or ``.jpg``), case-insensitive;
+- ``folder``: the item lies under this folder (absolute path);
+- anything else: a key of the item's user metadata (its JSON sidecar), compared as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import String, and_, cast, func, or_
+from sqlalchemy.sql.elements import ColumnElement
+
+from xmodal.errors import InvalidQueryError
+from xmodal.store.models import Item, ItemStatus
+
+COLUMN_KEYS = frozenset({"modality", "media_type", "extension", "folder"})
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFilter:
+    """Conditions on items; an empty filter lets every indexed item through."""
+
+    conditions: tuple[tuple[str, str], ...] = ()
+    modalities: frozenset[str] | None = None
+
+    @classmethod
+    def parse(cls, expressions: Iterable[str], modalities: Iterable[str] | None = None) -> ItemFilter:
+        """From ``key=value`` strings, as the CLI and the API take them."""
+        conditions = []
+        for expression in expressions:
+            key, sep, value = expression.partition("=")
+            if not sep or not key.strip():
+                raise InvalidQueryError(f"Filter '{expression}' is not of the form key=value.")
+            conditions.append((key.strip(), value.strip()))
+        return cls(tuple(sorted(conditions)), frozenset(modalities) if modalities else None)
+
+    @property
+    def empty(self) -> bool:
+        return not self.conditions and self.modalities is None
+
+    def clause(self) -> ColumnElement[bool]:
+        """The SQL condition for indexed items that pass."""
+        parts: list[ColumnElement[bool]] = [Item.status == ItemStatus.OK]
+        if self.modalities is not None:
+            parts.append(Item.modality.in_(sorted(self.modalities)))
+        parts.extend(_condition(key, value) for key, value in self.conditions)
+        return and_(*parts)
+
+
+def _condition(key: str, value: str) -> ColumnElement[bool]:
+    if key == "modality":
+        return Item.modality == value
+    if key == "media_type":
+        return Item.media_type == value
+    if key == "extension":
+        suffix = value.lower() if value.startswith(".") else f".{value.lower()}"
+        return func.lower(Item.path).like(f"%{_escape(suffix)}", escape="\\")
+    if key == "folder":
+        folder = value.rstrip("/")
+        return or_(Item.path.like(f"{_escape(folder)}/%", escape="\\"), Item.path == folder)
+    return cast(Item.user_metadata[key].as_string(), String) == value
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
