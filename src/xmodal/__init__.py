@@ -3,7 +3,7 @@
 The public API is small: :class:`Engine` to index and search, the query/result types, and the errors.
 """
 
-from xmodal.config import Settings
+from xmodal.config import FusionMethod, Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
     ConfigError,
@@ -15,15 +15,17 @@ from xmodal.errors import (
     XmodalError,
 )
 from xmodal.modality import Modality
-from xmodal.search.query import SearchQuery, SearchResult
+from xmodal.search.query import QueryPart, SearchQuery, SearchResult
 
 __all__ = [
     "ConfigError",
     "DecodeError",
     "Engine",
+    "FusionMethod",
     "InvalidQueryError",
     "Modality",
     "NotFoundError",
+    "QueryPart",
     "SearchQuery",
     "SearchResult",
     "Settings",

@@ -20,6 +20,13 @@ DEFAULT_CLAP_ENCODER = "clap:laion/clap-htsat-unfused"
 DEFAULT_SPEECH_MODEL = "faster-whisper:tiny.en"
 
 
+class FusionMethod(StrEnum):
+    """``calibrated``: weighted sum of calibrated scores. ``rrf``: weighted reciprocal-rank fusion."""
+
+    CALIBRATED = "calibrated"
+    RRF = "rrf"
+
+
 class DevicePreference(StrEnum):
     """Where models run: ``auto`` picks CUDA when present, else CPU."""
 
@@ -84,6 +91,21 @@ class Settings(BaseSettings):
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
 
+    lexical: bool = Field(default=True, description="Keep the full-text `lexical` space (SQLite catalogs).")
+    fusion: FusionMethod = Field(default=FusionMethod.CALIBRATED, description="calibrated or rrf.")
+    rrf_k: PositiveInt = Field(default=60, description="Rank offset of reciprocal-rank fusion.")
+    lexical_top_z: float = Field(
+        default=3.0, gt=0, description="Calibrated score of a query's best full-text match (others scale by BM25)."
+    )
+    fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
+    filter_selective_below: float = Field(
+        default=0.05, ge=0, le=1, description="Filters passing fewer items than this share search with an id selector."
+    )
+    diversity: float = Field(default=0.0, ge=0, le=1, description="Maximal-marginal-relevance trade-off; 0: off.")
+    collapse_duplicates: bool = Field(default=True, description="Fold near-duplicates into one result.")
+    duplicate_threshold: float = Field(
+        default=0.98, gt=0, le=1, description="Cosine at which two images or clips count as near-duplicates."
+    )
     default_k: PositiveInt = Field(default=10, description="Results per query when k is not given.")
     max_k: PositiveInt = Field(default=1000, description="Largest k a query may ask for.")
     max_query_chars: PositiveInt = Field(default=10_000, description="Longest text query accepted.")

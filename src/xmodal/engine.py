@@ -9,25 +9,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from xmodal.config import Settings
+from xmodal.config import FusionMethod, Settings
 from xmodal.encoders import build_encoder
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
-from xmodal.search.query import AudioClip, SearchQuery, SearchResult
+from xmodal.search.query import AudioClip, PartKind, QueryPart, SearchQuery, SearchResult, decode_cursor
 from xmodal.search.searcher import Searcher, SearchResponse
 from xmodal.spaces import EncoderBuilder, SpaceSet
 from xmodal.store.catalog import Catalog
+from xmodal.store.filters import ItemFilter
 from xmodal.store.models import Item
 
 ImageInput = str | Path | bytes | Image.Image
@@ -59,7 +62,7 @@ class Engine:
         self.settings = settings
         self.catalog = catalog
         self.spaces = spaces
-        self._searcher = Searcher(catalog, spaces)
+        self._searcher = Searcher(catalog, spaces, settings)
         self.transcriber = (
             Transcriber(
                 settings.speech_model,
@@ -121,18 +124,14 @@ class Engine:
         text: str | None = None,
         image: ImageInput | None = None,
         audio: AudioInput | None = None,
-        *,
-        k: int | None = None,
-        modalities: Sequence[Modality | str] | None = None,
-        space: str | None = None,
+        **options: Any,
     ) -> list[SearchResult]:
-        """The ``k`` best items for a text, an image (a path, encoded bytes or a PIL image) and/or an audio clip
-        (a path or encoded bytes)."""
-        query = self.build_query(text=text, image=image, audio=audio, k=k, modalities=modalities, space=space)
-        return self.query(query).results
+        """The best items for a text, an image (a path, encoded bytes or a PIL image) and/or an audio clip
+        (a path or encoded bytes). ``options`` are those of :meth:`build_query`."""
+        return self.query(self.build_query(text=text, image=image, audio=audio, **options)).results
 
     def query(self, query: SearchQuery) -> SearchResponse:
-        """Run a prepared query; the response also says which spaces could not answer."""
+        """Run a prepared query; the response also says which spaces could not answer, and the next cursor."""
         return self._searcher.search(query)
 
     def build_query(
@@ -141,35 +140,88 @@ class Engine:
         text: str | None = None,
         image: ImageInput | None = None,
         audio: AudioInput | None = None,
+        parts: Sequence[QueryPart] = (),
         k: int | None = None,
         modalities: Sequence[Modality | str] | None = None,
+        where: Mapping[str, str] | Sequence[str] | None = None,
         space: str | None = None,
+        cursor: str | None = None,
+        min_score: float | None = None,
+        explain: bool = False,
+        fusion: FusionMethod | str | None = None,
+        diversity: float | None = None,
+        collapse_duplicates: bool | None = None,
     ) -> SearchQuery:
-        """Validate the parts of a query against the settings' limits."""
+        """Validate and decode a query. ``text``/``image``/``audio`` are shorthands for parts of weight 1; ``parts``
+        adds weighted ones (``QueryPart.text("long sleeves", weight=-0.5)``, ``QueryPart.item(42)``, ...);
+        ``where`` filters on item fields and metadata (``{"extension": "jpg"}`` or ``["camera=X100"]``)."""
+        given: list[QueryPart] = []
         if text is not None:
-            text = text.strip()
-            if not text:
-                raise InvalidQueryError("The text query is empty.")
-            if len(text) > self.settings.max_query_chars:
-                raise InvalidQueryError(
-                    f"The text query has {len(text)} characters; the limit is {self.settings.max_query_chars} "
-                    "(XMODAL_MAX_QUERY_CHARS)."
-                )
+            given.append(QueryPart.text(text))
+        if image is not None:
+            given.append(QueryPart.image(image))
+        if audio is not None:
+            given.append(QueryPart.audio(audio))
+        given.extend(parts)
+        if not given:
+            raise InvalidQueryError("A query needs a text, an image, an audio clip, an item or a vector.")
+        if not any(part.weight > 0 for part in given):
+            raise InvalidQueryError("A query needs at least one part with a positive weight.")
         k = self.settings.default_k if k is None else k
         if not 1 <= k <= self.settings.max_k:
             raise InvalidQueryError(f"k must be between 1 and {self.settings.max_k} (XMODAL_MAX_K), got {k}.")
         try:
-            wanted = frozenset(Modality(m) for m in modalities) if modalities else None
+            wanted = [Modality(m).value for m in modalities] if modalities else None
+            method = FusionMethod(fusion) if fusion is not None else self.settings.fusion
         except ValueError as exc:
-            raise InvalidQueryError(f"{exc}; modalities are {', '.join(m.value for m in Modality)}.") from exc
+            raise InvalidQueryError(f"{exc}; see the query's documentation for the accepted values.") from exc
+        conditions = [f"{key}={value}" for key, value in where.items()] if isinstance(where, Mapping) else where
+        diversity = self.settings.diversity if diversity is None else diversity
+        if not 0 <= diversity <= 1:
+            raise InvalidQueryError(f"diversity must be between 0 and 1, got {diversity}.")
         return SearchQuery(
-            text=text,
-            image=self._load_image(image) if image is not None else None,
-            audio=self._load_audio(audio) if audio is not None else None,
+            parts=tuple(self._decode_part(part) for part in given),
             k=k,
-            modalities=wanted,
+            item_filter=ItemFilter.parse(conditions or [], wanted),
             space=space,
+            offset=decode_cursor(cursor) if cursor else 0,
+            min_score=min_score,
+            explain=explain,
+            fusion=method,
+            diversity=diversity,
+            collapse_duplicates=(
+                self.settings.collapse_duplicates if collapse_duplicates is None else collapse_duplicates
+            ),
         )
+
+    def _decode_part(self, part: QueryPart) -> QueryPart:
+        if not math.isfinite(part.weight) or part.weight == 0:
+            raise InvalidQueryError(f"A part's weight must be a finite number other than 0, got {part.weight}.")
+        if part.kind is PartKind.TEXT:
+            value = str(part.value).strip()
+            if not value:
+                raise InvalidQueryError("The text query is empty.")
+            if len(value) > self.settings.max_query_chars:
+                raise InvalidQueryError(
+                    f"The text query has {len(value)} characters; the limit is {self.settings.max_query_chars} "
+                    "(XMODAL_MAX_QUERY_CHARS)."
+                )
+            return replace(part, value=value)
+        if part.kind is PartKind.IMAGE:
+            return replace(part, value=self._load_image(part.value))
+        if part.kind is PartKind.AUDIO:
+            return replace(part, value=self._load_audio(part.value))
+        if part.kind is PartKind.VECTOR:
+            if part.space not in self.spaces:
+                raise NotFoundError(f"No space named '{part.space}' for the vector part.")
+            try:
+                vector = np.asarray(part.value, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise InvalidQueryError("A vector part must be a list of numbers.") from exc
+            if not np.isfinite(vector).all() or not vector.any():
+                raise InvalidQueryError("A vector part must be finite and not all zeros.")
+            return replace(part, value=vector)
+        return part
 
     def _load_image(self, image: ImageInput) -> Image.Image:
         if isinstance(image, Image.Image):

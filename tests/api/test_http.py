@@ -34,7 +34,7 @@ def test_text_search(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert len(body["results"]) == 5
-    assert sorted(body["spaces_searched"]) == ["clap", "clip", "text"]
+    assert sorted(body["spaces_searched"]) == ["clap", "clip", "lexical", "text"]
     first = body["results"][0]
     assert first["content_url"] == f"/items/{first['id']}/content"
 

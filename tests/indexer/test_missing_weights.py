@@ -28,7 +28,7 @@ def test_indexing_goes_on_without_clip_weights_and_catches_up_later(
         text_vectors = engine.spaces["text"].size
         assert text_vectors > 0
         response = engine.query(engine.build_query(text="river", k=3))
-        assert sorted(response.spaces_searched) == ["clap", "text"]
+        assert sorted(response.spaces_searched) == ["clap", "lexical", "text"]
         with pytest.raises(WeightsUnavailableError):
             engine.search("river", space="clip")
         with pytest.raises(InvalidQueryError, match="No space that can embed"):

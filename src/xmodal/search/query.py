@@ -1,14 +1,31 @@
-"""What a search asks and what it answers."""
+"""What a search asks and what it answers.
+
+A query is a list of weighted parts: texts, images, audio clips, indexed items ("more like this") and raw vectors.
+A negative weight pushes items that match that part down ("red dress", not "long sleeves").
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from xmodal.config import FusionMethod
+from xmodal.errors import InvalidQueryError
 from xmodal.modality import Modality
+from xmodal.store.filters import ItemFilter
+
+
+class PartKind(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+    ITEM = "item"
+    VECTOR = "vector"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,20 +37,96 @@ class AudioClip:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryPart:
+    """One part of a query with its weight (negative: push matching items down). ``space`` names the space of a
+    raw vector. Build with ``QueryPart.text("red dress")``, ``QueryPart.image(path, weight=-0.5)``, ...; the
+    engine decodes the media before the search sees it."""
+
+    kind: PartKind
+    value: Any
+    weight: float = 1.0
+    space: str | None = None
+
+    @property
+    def modality(self) -> Modality | None:
+        """The modality an encoder must embed for this part (items and vectors need none)."""
+        return {PartKind.TEXT: Modality.TEXT, PartKind.IMAGE: Modality.IMAGE, PartKind.AUDIO: Modality.AUDIO}.get(
+            self.kind
+        )
+
+    @classmethod
+    def text(cls, value: str, weight: float = 1.0) -> QueryPart:
+        return cls(PartKind.TEXT, value, weight)
+
+    @classmethod
+    def image(cls, value: Any, weight: float = 1.0) -> QueryPart:
+        """``value``: a path, encoded bytes or a PIL image."""
+        return cls(PartKind.IMAGE, value, weight)
+
+    @classmethod
+    def audio(cls, value: Any, weight: float = 1.0) -> QueryPart:
+        """``value``: a path or encoded bytes."""
+        return cls(PartKind.AUDIO, value, weight)
+
+    @classmethod
+    def item(cls, item_id: int, weight: float = 1.0) -> QueryPart:
+        """More like an indexed item (the item itself is left out of the results)."""
+        return cls(PartKind.ITEM, int(item_id), weight)
+
+    @classmethod
+    def vector(cls, space: str, values: Any, weight: float = 1.0) -> QueryPart:
+        """A raw vector of ``space``'s dimension."""
+        return cls(PartKind.VECTOR, values, weight, space)
+
+    def label(self, index: int) -> str:
+        """A short name for explanations: ``text#0 "red dress"``."""
+        if self.kind is PartKind.TEXT:
+            shown = self.value if len(self.value) <= 40 else self.value[:37] + "..."
+            return f'{self.kind}#{index} "{shown}"'
+        if self.kind is PartKind.ITEM:
+            return f"item#{index} {self.value}"
+        return f"{self.kind}#{index}"
+
+
+@dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A validated query: a text, a decoded image and/or audio clip, how many results, and which to keep."""
+    """A validated query and its options."""
 
-    text: str | None = None
-    image: Image.Image | None = None
-    audio: AudioClip | None = None
+    parts: tuple[QueryPart, ...]
     k: int = 10
-    modalities: frozenset[Modality] | None = None  # None: every modality
-    space: str | None = None  # None: every space that can embed the query
+    item_filter: ItemFilter = field(default_factory=ItemFilter)
+    space: str | None = None  # None: every space that can embed a part
+    offset: int = 0  # from the cursor
+    min_score: float | None = None
+    explain: bool = False
+    fusion: FusionMethod = FusionMethod.CALIBRATED
+    diversity: float = 0.0  # 0: off; up to 1: maximal-marginal-relevance trade-off
+    collapse_duplicates: bool = True
 
-    def parts(self) -> list[Modality]:
-        """The modalities of the query's parts."""
-        parts = ((Modality.TEXT, self.text), (Modality.IMAGE, self.image), (Modality.AUDIO, self.audio))
-        return [modality for modality, value in parts if value is not None]
+    @property
+    def modalities(self) -> frozenset[str] | None:
+        return self.item_filter.modalities
+
+    @property
+    def text(self) -> str | None:
+        """The text of the first positive text part (the lexical space reads it)."""
+        return next((p.value for p in self.parts if p.kind is PartKind.TEXT and p.weight > 0), None)
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The offset a cursor from a previous page stands for."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        offset = json.loads(base64.urlsafe_b64decode(padded.encode()))["offset"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidQueryError("The cursor is not one this server gave out.") from exc
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidQueryError("The cursor is not one this server gave out.")
+    return offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +142,20 @@ class SpaceHit:
 
 
 @dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one (space, part) pair added to a result's fused score."""
+
+    space: str
+    part: str
+    raw: float
+    calibrated: float
+    weight: float
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
-    """One result: the item, its merged score and each space's raw similarity."""
+    """One result: the item, its fused score and each space's raw similarity."""
 
     item_id: int
     score: float
@@ -67,3 +172,5 @@ class SearchResult:
     time_span: tuple[float, float] | None = None  # seconds into an audio item where the best match lies
     transcript: str | None = None
     duration: float | None = None
+    duplicates: tuple[int, ...] = ()  # near-duplicates collapsed into this result
+    explanation: tuple[Contribution, ...] = ()

@@ -1,4 +1,6 @@
-"""Answering a query: embed it in every space that can take it, search each, merge, attach catalog rows."""
+"""Answering a query: every space that can embed a part is searched with it, the lexical space with the text,
+the candidates are re-scored exactly against every source, fused, de-duplicated, optionally diversified, and
+paged."""
 
 from __future__ import annotations
 
@@ -7,113 +9,293 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xmodal.config import Settings
 from xmodal.encoders.base import l2_normalise
 from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
-from xmodal.search.merge import MergedHit, RankMerger
-from xmodal.search.query import SearchQuery, SearchResult, SpaceHit
-from xmodal.search.retrieval import search_space
+from xmodal.search.fusion import Evidence, Fuser, Source, ranked
+from xmodal.search.query import Contribution, PartKind, QueryPart, SearchQuery, SearchResult, SpaceHit, encode_cursor
+from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance
+from xmodal.search.retrieval import FilterPlan, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
 from xmodal.store.models import Item
 
 log = logging.getLogger(__name__)
+LEXICAL = "lexical"
 
 
 @dataclass
 class SearchResponse:
-    """The results, plus which spaces answered and which could not (with the reason)."""
+    """The results, which spaces answered and which could not (with the reason), and the next page's cursor."""
 
     results: list[SearchResult]
     spaces_searched: list[str] = field(default_factory=list)
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
+    next_cursor: str | None = None
+
+
+@dataclass
+class _Run:
+    """The state of one search while it is answered."""
+
+    query: SearchQuery
+    response: SearchResponse
+    dense: dict[Source, np.ndarray] = field(default_factory=dict)  # source -> query vector
+    lexical: list[Source] = field(default_factory=list)
+    candidates: dict[int, SpaceHit] = field(default_factory=dict)  # item -> the hit that found it first
+    item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
 
 
 class Searcher:
-    """Runs queries against a catalog and its spaces. Thread-safe."""
+    """Runs queries against a catalog, its vector spaces and its lexical index. Thread-safe."""
 
-    def __init__(self, catalog: Catalog, spaces: SpaceSet, merger: RankMerger | None = None) -> None:
+    def __init__(self, catalog: Catalog, spaces: SpaceSet, settings: Settings) -> None:
         self.catalog = catalog
         self.spaces = spaces
-        self.merger = merger or RankMerger()
+        self.settings = settings
+
+    @property
+    def lexical_enabled(self) -> bool:
+        return self.settings.lexical and self.catalog.lexical_supported
 
     def search(self, query: SearchQuery) -> SearchResponse:
-        candidates = self._candidate_spaces(query)
-        response = SearchResponse(results=[])
-        per_space: dict[str, list[SpaceHit]] = {}
-        for space in candidates:
-            try:
-                space.checked_index()  # loads the encoder and refuses a space built by another model
-            except WeightsUnavailableError as exc:
-                if query.space is not None:
-                    raise
-                response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
-                continue
-            response.spaces_searched.append(space.name)
-            if space.size:
-                vector = self._embed(space, query)
-                per_space[space.name] = search_space(space, vector, k=query.k, modalities=query.modalities)
-        if not response.spaces_searched and response.spaces_unavailable:
-            reasons = "; ".join(f"{name}: {reason}" for name, reason in response.spaces_unavailable.items())
-            raise InvalidQueryError(f"No space that can embed this query is available ({reasons}).")
-        response.results = self._attach(self.merger.merge(per_space, query.k))
-        return response
-
-    def _candidate_spaces(self, query: SearchQuery) -> list[VectorSpace]:
-        parts = query.parts()
-        if not parts:
-            raise InvalidQueryError("A query needs a text, an image or an audio clip.")
-        if query.space is not None:
-            if query.space not in self.spaces:
-                raise NotFoundError(f"No space named '{query.space}'. Spaces: {', '.join(self.spaces.names())}.")
-            space = self.spaces[query.space]
-            unembeddable = [m.value for m in parts if not space.embeds(m)]
-            if unembeddable:
-                raise InvalidQueryError(
-                    f"Space '{space.name}' cannot embed {' or '.join(unembeddable)} queries; "
-                    f"it embeds {', '.join(sorted(m.value for m in space.encoder.modalities))}."
+        run = _Run(query, SearchResponse(results=[]))
+        self._prepare_sources(run)
+        if not run.dense and not run.lexical:
+            if run.response.spaces_unavailable:
+                reasons = "; ".join(f"{name}: {why}" for name, why in run.response.spaces_unavailable.items())
+                raise InvalidQueryError(f"No space that can embed this query is available ({reasons}).")
+            return run.response
+        self._gather_candidates(run)
+        evidence, locations = self._evidence(run)
+        fused = Fuser(query.fusion, self.settings.rrf_k).fuse(evidence)
+        order = ranked(fused)
+        if query.min_score is not None:
+            order = [item_id for item_id in order if fused[item_id][0] >= query.min_score]
+        folded: dict[int, list[int]] = {}
+        if query.collapse_duplicates or query.diversity > 0:
+            items = self.catalog.get_items(order)
+            representatives = self._representatives(run, items)
+            if query.collapse_duplicates:
+                hashes = {item_id: item.content_hash for item_id, item in items.items()}
+                order, folded = collapse_duplicates(
+                    order, vectors=representatives, hashes=hashes, threshold=self.settings.duplicate_threshold
                 )
-            return [space]
-        return [space for space in self.spaces if any(space.embeds(m) for m in parts)]
+            order = maximal_marginal_relevance(
+                order,
+                scores={i: fused[i][0] for i in order},
+                vectors=representatives,
+                diversity=query.diversity,
+                count=query.offset + query.k,
+            )
+        page = order[query.offset : query.offset + query.k]
+        if len(order) > query.offset + query.k:
+            run.response.next_cursor = encode_cursor(query.offset + query.k)
+        run.response.results = self._attach(run, page, fused, evidence, locations, folded)
+        return run.response
 
-    @staticmethod
-    def _embed(space: VectorSpace, query: SearchQuery) -> np.ndarray:
-        """One query vector: the normalised sum of the parts this space can embed."""
-        vectors: list[np.ndarray] = []
-        if query.text is not None and space.embeds(Modality.TEXT):
-            chunks = [chunk.text for chunk in space.encoder.chunk(query.text)] or [query.text]
-            vectors.append(space.encoder.encode_texts(chunks).mean(axis=0))
-        if query.image is not None and space.embeds(Modality.IMAGE):
-            vectors.append(space.encoder.encode_images([query.image])[0])
-        if query.audio is not None and space.embeds(Modality.AUDIO):
-            windows = space.encoder.prepare_audio(query.audio.samples, query.audio.sample_rate)
-            vectors.append(space.encoder.encode_prepared_audio([features for _, _, features in windows]).mean(axis=0))
-        return l2_normalise(np.sum(vectors, axis=0, keepdims=True))[0]
+    # sources ---------------------------------------------------------------------------------------------
 
-    def _locate(self, best: SpaceHit, item: Item) -> tuple[tuple[int, int] | None, tuple[float, float] | None]:
-        """(character span, time span) of an item's best-matching chunk or window."""
-        if best.start is None or best.end is None:
-            return None, None
-        if item.modality == Modality.AUDIO and self.spaces[best.space].embeds(Modality.AUDIO):
-            return None, (best.start / 1000, best.end / 1000)  # an audio window, in milliseconds
-        if item.modality == Modality.AUDIO and item.transcript and item.transcript_segments:
-            transcript = Transcript(item.transcript, tuple(Segment(**s) for s in item.transcript_segments))
-            return (best.start, best.end), transcript.time_of(best.start, best.end)
-        return (best.start, best.end), None
+    def _prepare_sources(self, run: _Run) -> None:
+        query = run.query
+        if query.space is not None and query.space != LEXICAL and query.space not in self.spaces:
+            known = ", ".join([*self.spaces.names(), LEXICAL])
+            raise NotFoundError(f"No space named '{query.space}'. Spaces: {known}.")
+        if query.space == LEXICAL and not self.lexical_enabled:
+            raise InvalidQueryError("The lexical space is off (XMODAL_LEXICAL) or not supported by this database.")
+        for index, part in enumerate(query.parts):
+            spaces = self._spaces_for(part, query.space)
+            if query.space not in (None, LEXICAL) and not spaces and part.kind is not PartKind.ITEM:
+                space = self.spaces[query.space]
+                embeds = ", ".join(sorted(m.value for m in space.encoder.modalities))
+                raise InvalidQueryError(f"Space '{space.name}' cannot embed {part.kind} queries; it embeds {embeds}.")
+            for space in spaces:
+                vector = self._part_vector(run, space, part)
+                if vector is not None:
+                    run.dense[Source(space.name, index, part.label(index), part.weight)] = vector
+                    if space.name not in run.response.spaces_searched:
+                        run.response.spaces_searched.append(space.name)
+            if part.kind is PartKind.TEXT and self.lexical_enabled and query.space in (None, LEXICAL):
+                run.lexical.append(Source(LEXICAL, index, part.label(index), part.weight))
+                if LEXICAL not in run.response.spaces_searched:
+                    run.response.spaces_searched.append(LEXICAL)
+        if query.space is not None and query.space != LEXICAL and not run.dense:
+            reason = run.response.spaces_unavailable.get(query.space, "no vectors for this query")
+            raise InvalidQueryError(f"Space '{query.space}' cannot answer this query: {reason}.")
 
-    def _attach(self, hits: list[MergedHit]) -> list[SearchResult]:
-        items = self.catalog.get_items([hit.item_id for hit in hits])
+    def _spaces_for(self, part: QueryPart, only: str | None) -> list[VectorSpace]:
+        if only == LEXICAL:
+            return []
+        candidates = [self.spaces[only]] if only is not None else list(self.spaces)
+        if part.kind is PartKind.VECTOR:
+            return [s for s in candidates if s.name == part.space]
+        if part.kind is PartKind.ITEM:
+            return candidates
+        return [s for s in candidates if part.modality is not None and s.embeds(part.modality)]
+
+    def _part_vector(self, run: _Run, space: VectorSpace, part: QueryPart) -> np.ndarray | None:
+        """The query vector of ``part`` in ``space``, or None when this space cannot answer it."""
+        if part.kind is PartKind.ITEM:
+            return self._item_vector(space, int(part.value))
+        if part.kind is PartKind.VECTOR:
+            index = space.stored_index()
+            vector = np.asarray(part.value, dtype=np.float32).reshape(-1)
+            if index is None or vector.shape[0] != index.header.dim:
+                raise InvalidQueryError(f"A vector for space '{space.name}' must have {space.encoder.dim} numbers.")
+            return l2_normalise(vector.reshape(1, -1))[0]
+        try:
+            space.checked_index()  # loads the encoder and refuses a space built by another model
+        except WeightsUnavailableError as exc:
+            if run.query.space is not None:
+                raise
+            run.response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
+            return None
+        encoder = space.encoder
+        if part.kind is PartKind.TEXT:
+            chunks = [chunk.text for chunk in encoder.chunk(part.value)] or [part.value]
+            vector = encoder.encode_texts(chunks).mean(axis=0)
+        elif part.kind is PartKind.IMAGE:
+            vector = encoder.encode_images([part.value])[0]
+        else:
+            windows = encoder.prepare_audio(part.value.samples, part.value.sample_rate)
+            vector = encoder.encode_prepared_audio([features for _, _, features in windows]).mean(axis=0)
+        return l2_normalise(vector.reshape(1, -1))[0]
+
+    def _item_vector(self, space: VectorSpace, item_id: int) -> np.ndarray | None:
+        index = space.stored_index()
+        ids = self.catalog.vector_ids_of_items(space.name, [item_id]).get(item_id)
+        if index is None or not ids:
+            if self.catalog.get_item(item_id) is None:
+                raise NotFoundError(f"No item with id {item_id}.")
+            return None
+        return l2_normalise(index.reconstruct(np.asarray(ids)).mean(axis=0, keepdims=True))[0]
+
+    # candidates and evidence -----------------------------------------------------------------------------
+
+    def _gather_candidates(self, run: _Run) -> None:
+        query = run.query
+        excluded = {int(p.value) for p in query.parts if p.kind is PartKind.ITEM}
+        pool = max(self.settings.fusion_candidates, 2 * (query.offset + query.k)) + len(excluded)
+        plans: dict[str, FilterPlan] = {}
+        for source, vector in run.dense.items():
+            if source.weight <= 0:
+                continue  # negative parts only push candidates down; they never bring any in
+            space = self.spaces[source.space]
+            if source.space not in plans:
+                plans[source.space] = FilterPlan.build(
+                    space, query.item_filter, selective_below=self.settings.filter_selective_below
+                )
+            for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
+                run.candidates.setdefault(hit.item_id, hit)
+        for source in run.lexical:
+            if source.weight <= 0:
+                continue
+            found = self.catalog.lexical_search(query.parts[source.part].value, pool)
+            allowed = self.catalog.matching_ids(query.item_filter, within=[item_id for item_id, _ in found])
+            for item_id, score in found:
+                if item_id in allowed:
+                    run.candidates.setdefault(item_id, SpaceHit(item_id, score, None, LEXICAL))
+        for item_id in excluded:
+            run.candidates.pop(item_id, None)
+
+    def _space_vectors(self, run: _Run, space: str, item_ids: list[int]) -> dict[int, list[tuple[int, np.ndarray]]]:
+        """Item id -> its (vector id, vector) pairs in ``space``, read once per search."""
+        cached = run.item_vectors.setdefault(space, {})
+        missing = [i for i in item_ids if i not in cached]
+        index = self.spaces[space].stored_index()
+        if missing and index is not None:
+            owned = self.catalog.vector_ids_of_items(space, missing)
+            for item_id in missing:
+                ids = owned.get(item_id, [])
+                cached[item_id] = list(zip(ids, index.reconstruct(np.asarray(ids)), strict=True)) if ids else []
+        return cached
+
+    def _evidence(self, run: _Run) -> tuple[dict[int, Evidence], dict[int, tuple[Source, int | None]]]:
+        """Exact scores of every candidate against every source, and where each item matched best."""
+        item_ids = sorted(run.candidates)
+        evidence = {item_id: Evidence(item_id) for item_id in item_ids}
+        best_vector: dict[tuple[int, Source], int] = {}
+        for source, query_vector in run.dense.items():
+            index = self.spaces[source.space].stored_index()
+            assert index is not None
+            for item_id, pairs in self._space_vectors(run, source.space, item_ids).items():
+                if item_id not in evidence or not pairs:
+                    continue
+                scores = np.stack([vector for _, vector in pairs]) @ query_vector
+                best = int(np.argmax(scores))
+                evidence[item_id].raw[source] = float(scores[best])
+                evidence[item_id].calibrated[source] = float(index.calibrated(scores[best]))
+                best_vector[(item_id, source)] = pairs[best][0]
+        for source in run.lexical:
+            text = run.query.parts[source.part].value
+            best = self.catalog.lexical_search(text, 1)
+            top = best[0][1] if best else 0.0
+            scores = dict(self.catalog.lexical_search(text, len(item_ids), within=item_ids))
+            for item_id in item_ids:
+                if item_id in scores and top > 0:
+                    evidence[item_id].raw[source] = scores[item_id]
+                    evidence[item_id].calibrated[source] = self.settings.lexical_top_z * scores[item_id] / top
+        locations: dict[int, tuple[Source, int | None]] = {}
+        for item_id, found in evidence.items():
+            positive = [s for s in found.calibrated if s.weight > 0]
+            if positive:
+                source = max(positive, key=lambda s: (s.weight * found.calibrated[s], s.space, s.part))
+                locations[item_id] = (source, best_vector.get((item_id, source)))
+        return evidence, locations
+
+    def _representatives(self, run: _Run, items: dict[int, Item]) -> dict[int, dict[str, np.ndarray]]:
+        """Per item, its mean vector in each space that embeds its own modality (for duplicates and MMR)."""
+        result: dict[int, dict[str, np.ndarray]] = {item_id: {} for item_id in items}
+        for space in self.spaces:
+            own = [i for i, item in items.items() if item.modality and space.embeds(Modality(item.modality))]
+            if not own or space.stored_index() is None:
+                continue
+            for item_id, pairs in self._space_vectors(run, space.name, own).items():
+                if item_id in result and pairs:
+                    mean = np.stack([vector for _, vector in pairs]).mean(axis=0, keepdims=True)
+                    result[item_id][space.name] = l2_normalise(mean)[0]
+        return result
+
+    # results ---------------------------------------------------------------------------------------------
+
+    def _attach(
+        self,
+        run: _Run,
+        page: list[int],
+        fused: dict[int, tuple[float, dict[Source, float]]],
+        evidence: dict[int, Evidence],
+        locations: dict[int, tuple[Source, int | None]],
+        folded: dict[int, list[int]],
+    ) -> list[SearchResult]:
+        items = self.catalog.get_items(page)
+        spans = self.catalog.resolve_vectors([v for _, v in (locations.get(i, (None, None)) for i in page) if v])
         results: list[SearchResult] = []
-        for hit in hits:
-            item = items.get(hit.item_id)
+        for item_id in page:
+            item = items.get(item_id)
             if item is None:  # deleted between search and lookup
                 continue
-            match, time_span = self._locate(hit.best, item)
+            found = evidence[item_id]
+            space_scores: dict[str, float] = {}
+            for source, raw in found.raw.items():
+                if source.weight > 0:
+                    space_scores.setdefault(source.space, raw)
+            match, time_span = None, None
+            source, vector_id = locations.get(item_id, (None, None))
+            hit = spans.get(vector_id) if vector_id is not None else None
+            if source is not None and hit is not None:
+                match, time_span = self._locate(source.space, hit.start, hit.end, item)
+            explanation: tuple[Contribution, ...] = ()
+            if run.query.explain:
+                explanation = tuple(
+                    Contribution(s.space, s.label, found.raw[s], found.calibrated[s], s.weight, value)
+                    for s, value in sorted(fused[item_id][1].items(), key=lambda kv: (kv[0].part, kv[0].space))
+                )
             results.append(
                 SearchResult(
                     item_id=item.id,
-                    score=hit.score,
+                    score=fused[item_id][0],
                     modality=item.modality,
                     path=item.path,
                     media_type=item.media_type,
@@ -122,11 +304,26 @@ class Searcher:
                     metadata=dict(item.user_metadata or {}),
                     width=item.width,
                     height=item.height,
-                    space_scores=dict(hit.space_scores),
+                    space_scores=space_scores,
                     match=match,
                     time_span=time_span,
                     transcript=item.transcript,
                     duration=item.duration,
+                    duplicates=tuple(folded.get(item_id, ())),
+                    explanation=explanation,
                 )
             )
         return results
+
+    def _locate(
+        self, space: str, start: int | None, end: int | None, item: Item
+    ) -> tuple[tuple[int, int] | None, tuple[float, float] | None]:
+        """(character span, time span) of an item's best-matching chunk or window."""
+        if start is None or end is None:
+            return None, None
+        if item.modality == Modality.AUDIO and self.spaces[space].embeds(Modality.AUDIO):
+            return None, (start / 1000, end / 1000)  # an audio window, in milliseconds
+        if item.modality == Modality.AUDIO and item.transcript and item.transcript_segments:
+            transcript = Transcript(item.transcript, tuple(Segment(**s) for s in item.transcript_segments))
+            return (start, end), transcript.time_of(start, end)
+        return (start, end), None

@@ -280,10 +280,12 @@ class Catalog:
     def lexical_supported(self) -> bool:
         return lexical.supported(self._engine.dialect.name)
 
-    def lexical_search(self, query: str, limit: int) -> list[tuple[int, float]]:
-        """(item id, BM25 score) of the best full-text matches."""
+    def lexical_search(self, query: str, limit: int, within: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """(item id, BM25 score) of the best full-text matches (only among ``within`` when given)."""
         with self._engine.connect() as connection:
-            return lexical.search(connection, query, limit)
+            if within is None:
+                return lexical.search(connection, query, limit)
+            return [hit for part in _chunks(list(within)) for hit in lexical.search(connection, query, limit, part)]
 
     def lexical_size(self) -> int:
         if not self.lexical_supported:

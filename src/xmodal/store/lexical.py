@@ -54,16 +54,22 @@ def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequ
         )
 
 
-def search(connection: Connection, query: str, limit: int) -> list[tuple[int, float]]:
-    """(item id, BM25 score; higher is better) of the best ``limit`` matches, best first, ties by id."""
+def search(
+    connection: Connection, query: str, limit: int, within: Sequence[int] | None = None
+) -> list[tuple[int, float]]:
+    """(item id, BM25 score; higher is better) of the best ``limit`` matches, best first, ties by id; only among
+    the items ``within`` when given."""
     expression = match_expression(query)
     if expression is None:
         return []
     weights = ", ".join(str(w) for w in _WEIGHTS)
+    restrict = f"AND rowid IN ({','.join(str(int(i)) for i in within)})" if within is not None else ""
+    if within is not None and not within:
+        return []
     rows = connection.execute(
         text(
             f"SELECT rowid, -bm25({TABLE}, {weights}) AS score FROM {TABLE} WHERE {TABLE} MATCH :expression "
-            "ORDER BY score DESC, rowid LIMIT :limit"
+            f"{restrict} ORDER BY score DESC, rowid LIMIT :limit"
         ),
         {"expression": expression, "limit": limit},
     )

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -31,6 +31,25 @@ class SpaceHeader:
     fingerprint: str
     dim: int
     metric: str = "ip"
+    # Inner products between random pairs of stored vectors, measured at each save: fusion turns a raw score
+    # into "how many standard deviations above chance" with them, so spaces of different models compare.
+    score_mean: float = 0.0
+    score_std: float = 1.0
+
+
+CALIBRATION_PAIRS = 2000
+
+
+def calibrate(vectors: np.ndarray, *, pairs: int = CALIBRATION_PAIRS, seed: int = 0) -> tuple[float, float]:
+    """(mean, std) of inner products between random pairs of distinct rows of ``vectors``."""
+    count = len(vectors)
+    if count < 2:
+        return 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    left = rng.integers(0, count, size=pairs)
+    right = (left + rng.integers(1, count, size=pairs)) % count  # never the same row
+    scores = np.einsum("ij,ij->i", vectors[left], vectors[right])
+    return float(scores.mean()), float(max(scores.std(), 1e-3))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -99,12 +118,17 @@ class VectorIndex:
         with self._lock:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query row (a single vector is one row); missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, params: faiss.SearchParameters | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row (a single vector is one row); missing slots have id -1.
+
+        ``params`` may carry an id selector that restricts the search to some vector ids.
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         with self._lock:
             k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-            return self._index.search(queries, k)
+            return self._index.search(queries, k, params=params)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (each must be present)."""
@@ -137,12 +161,24 @@ class VectorIndex:
             return removed
 
     def save(self) -> None:
-        """Write header and index to temporary files, then rename them into place."""
+        """Write header and index to temporary files, then rename them into place (re-calibrating scores)."""
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
+            mean, std = calibrate(self._sample(CALIBRATION_PAIRS * 2))
+            self.header = replace(self.header, score_mean=mean, score_std=std)
             _atomic_write_bytes(self.directory / HEADER_FILE, json.dumps(asdict(self.header), indent=2).encode())
             _atomic_write_bytes(self.directory / INDEX_FILE, faiss.serialize_index(self._index).tobytes())
             self._dirty = False
+
+    def _sample(self, count: int, seed: int = 0) -> np.ndarray:
+        ids = self.ids()
+        if len(ids) > count:
+            ids = np.random.default_rng(seed).choice(ids, size=count, replace=False)
+        return self.reconstruct(np.sort(ids))
+
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """Raw inner products as standard deviations above the score of a random pair."""
+        return (np.asarray(scores, dtype=np.float64) - self.header.score_mean) / self.header.score_std
 
     @property
     def dirty(self) -> bool:
