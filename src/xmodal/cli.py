@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
-from xmodal.config import Settings
+from xmodal.config import FusionMethod, Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
     ConfigError,
@@ -30,6 +30,8 @@ from xmodal.errors import (
     XmodalError,
 )
 from xmodal.indexer.runner import IndexReport
+from xmodal.search.query import QueryPart
+from xmodal.search.searcher import SearchResponse
 
 app = typer.Typer(help="Cross-modal search over folders of images, audio and texts.", no_args_is_help=True)
 models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
@@ -137,17 +139,36 @@ def index(
 @app.command()
 def search(
     text: Annotated[str | None, typer.Argument(help="Text query.")] = None,
-    image: Annotated[Path | None, typer.Option("--image", help="Image file to search with.")] = None,
-    audio: Annotated[Path | None, typer.Option("--audio", help="Audio file to search with.")] = None,
+    texts: Annotated[list[str] | None, typer.Option("--text", help="Another text part (repeatable).")] = None,
+    images: Annotated[list[Path] | None, typer.Option("--image", help="Image file to search with.")] = None,
+    audios: Annotated[list[Path] | None, typer.Option("--audio", help="Audio file to search with.")] = None,
+    negatives: Annotated[list[str] | None, typer.Option("--not", help="Push items matching this text down.")] = None,
+    like: Annotated[list[int] | None, typer.Option("--like", help="More like this item id.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Filter key=value (repeatable).")] = None,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
     space: Annotated[str | None, typer.Option("--space", help="Search only this space.")] = None,
     modality: Annotated[list[str] | None, typer.Option("--modality", "-m", help="Keep only these.")] = None,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Next page: the cursor printed last.")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop weaker results.")] = None,
+    fusion: Annotated[FusionMethod | None, typer.Option("--fusion", help="calibrated or rrf.")] = None,
+    diversity: Annotated[float | None, typer.Option("--diversity", help="0 (off) to 1.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each space's contribution.")] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search by text, image and/or audio."""
+    """Search by texts, images, audio clips and items, with weights, filters and pages."""
+    parts = [
+        *(QueryPart.text(t) for t in texts or []),
+        *(QueryPart.image(p) for p in images or []),
+        *(QueryPart.audio(p) for p in audios or []),
+        *(QueryPart.text(t, weight=-1.0) for t in negatives or []),
+        *(QueryPart.item(i) for i in like or []),
+    ]
     with Engine.open(settings=_settings(home)) as engine:
-        query = engine.build_query(text=text, image=image, audio=audio, k=k, modalities=modality, space=space)
+        query = engine.build_query(
+            text=text, parts=parts, k=k, modalities=modality, where=where, space=space, cursor=cursor,
+            min_score=min_score, explain=explain, fusion=fusion, diversity=diversity,
+        )  # fmt: skip
         response = engine.query(query)
     if as_json:
         print(
@@ -156,12 +177,16 @@ def search(
                     "results": [asdict(result) for result in response.results],
                     "spaces_searched": response.spaces_searched,
                     "spaces_unavailable": response.spaces_unavailable,
+                    "next_cursor": response.next_cursor,
                 },
                 indent=2,
             )
         )
         return
-    console = _console()
+    _print_results(_console(), response, explain)
+
+
+def _print_results(console: Console, response: SearchResponse, explain: bool) -> None:
     table = Table(show_header=True)
     for column in ("#", "score", "id", "modality", "path", "caption / text"):
         table.add_column(column, overflow="fold")
@@ -169,10 +194,18 @@ def search(
         snippet = result.caption or result.transcript or result.text_excerpt or ""
         if result.time_span is not None:
             snippet = f"[{result.time_span[0]:.1f}-{result.time_span[1]:.1f} s] {snippet}"
+        if result.duplicates:
+            snippet += f" (+{len(result.duplicates)} near-duplicates)"
+        if explain:
+            snippet += "".join(
+                f"\n  {c.space} {c.part}: {c.raw:.3f} -> {c.contribution:+.2f}" for c in result.explanation
+            )
         table.add_row(
-            str(rank), f"{result.score:.4f}", str(result.item_id), result.modality or "", result.path, snippet[:120]
+            str(rank), f"{result.score:.4f}", str(result.item_id), result.modality or "", result.path, snippet[:400]
         )
     console.print(table)
+    if response.next_cursor:
+        console.print(f"more: --cursor {response.next_cursor}")
     for name, reason in response.spaces_unavailable.items():
         console.print(f"[yellow]space '{name}' not searched:[/yellow] {reason}")
 

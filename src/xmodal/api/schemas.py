@@ -5,20 +5,62 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from xmodal.config import FusionMethod
 from xmodal.modality import Modality
 
 
-class SearchRequest(BaseModel):
-    """A JSON search. For an image query, POST multipart/form-data with an ``image`` file instead."""
+class PartBody(BaseModel):
+    """One weighted part of a query: exactly one of text, image, audio, item or vector."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, description="The text query.")
+    text: str | None = None
+    image: str | None = Field(default=None, description="Base64 of an encoded image.")
+    audio: str | None = Field(default=None, description="Base64 of an encoded audio clip.")
+    item: int | None = Field(default=None, ge=0, description="An indexed item: more like this.")
+    vector: list[float] | None = Field(default=None, description="A raw vector of `space`.")
+    space: str | None = Field(default=None, description="The space of `vector`.")
+    weight: float = Field(default=1.0, description="Negative: push matching items down.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PartBody:
+        given = [name for name in ("text", "image", "audio", "item", "vector") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a part needs exactly one of text, image, audio, item, vector (got {given or 'none'})")
+        if self.vector is not None and self.space is None:
+            raise ValueError("a vector part needs its space")
+        return self
+
+
+class SearchRequest(BaseModel):
+    """A JSON search. ``text`` is a shorthand for one text part of weight 1; ``not`` adds texts of weight -1."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    text: str | None = Field(default=None, min_length=1, description="The text query.")
+    parts: list[PartBody] = Field(default_factory=list, max_length=16)
+    not_: list[str] = Field(default_factory=list, alias="not", max_length=16, description="Texts to push down.")
     k: int | None = Field(default=None, ge=1, description="How many results (default: XMODAL_DEFAULT_K).")
     modalities: list[Modality] | None = Field(default=None, description="Keep only these modalities.")
+    where: dict[str, str] | None = Field(default=None, description="Filters: item fields or metadata keys.")
     space: str | None = Field(default=None, description="Search only this space.")
+    cursor: str | None = Field(default=None, description="The next_cursor of the previous page.")
+    min_score: float | None = Field(default=None, description="Drop results whose fused score is lower.")
+    explain: bool = Field(default=False, description="Return each space's contribution per result.")
+    fusion: FusionMethod | None = None
+    diversity: float | None = Field(default=None, ge=0, le=1)
+    collapse_duplicates: bool | None = None
+
+
+class ContributionBody(BaseModel):
+    space: str
+    part: str
+    raw: float
+    calibrated: float
+    weight: float
+    contribution: float
 
 
 class SearchHit(BaseModel):
@@ -41,12 +83,16 @@ class SearchHit(BaseModel):
     )
     transcript: str | None = None
     duration: float | None = None
+    duplicates: list[int] = Field(default_factory=list, description="Near-duplicates folded into this result.")
+    explanation: list[ContributionBody] | None = None
 
 
 class SearchResponseBody(BaseModel):
     results: list[SearchHit]
     spaces_searched: list[str]
     spaces_unavailable: dict[str, str]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
 
 
 class ItemBody(BaseModel):

@@ -3,7 +3,7 @@
 Raw scores are not comparable across spaces (each model has its own cosine range), so each source's raw score
 is first calibrated: dense spaces as standard deviations above the score of a random pair of stored vectors,
 the lexical space as ``lexical_top_z`` times the BM25 score over the query's best BM25 score. The calibrated
-fusion is the weighted sum of calibrated scores; reciprocal-rank fusion (``rrf``) the weighted sum of
+fusion is the weighted sum of calibrated scores (a negative part counts only above-chance similarity); reciprocal-rank fusion (``rrf``) the weighted sum of
 ``1 / (rrf_k + rank)``. Each source counts once per item (its best chunk), however many chunks matched.
 """
 
@@ -50,13 +50,11 @@ class Fuser:
         """Item id -> (fused score, each source's contribution)."""
         if self.method is FusionMethod.RRF:
             return self._rrf(evidence)
-        return {
-            item_id: (
-                sum(source.weight * value for source, value in found.calibrated.items()),
-                {source: source.weight * value for source, value in found.calibrated.items()},
-            )
-            for item_id, found in evidence.items()
-        }
+        result: dict[int, tuple[float, dict[Source, float]]] = {}
+        for item_id, found in evidence.items():
+            parts = {source: _contribution(source, value) for source, value in found.calibrated.items()}
+            result[item_id] = (sum(parts.values()), parts)
+        return result
 
     def _rrf(self, evidence: Mapping[int, Evidence]) -> dict[int, tuple[float, dict[Source, float]]]:
         by_source: dict[Source, list[tuple[float, int]]] = {}
@@ -68,6 +66,12 @@ class Fuser:
             for rank, (_, item_id) in enumerate(sorted(scored, key=lambda pair: (-pair[0], pair[1])), start=1):
                 contributions[item_id][source] = source.weight / (self.rrf_k + rank)
         return {item_id: (sum(parts.values()), parts) for item_id, parts in contributions.items()}
+
+
+def _contribution(source: Source, calibrated: float) -> float:
+    """A part's weight times its calibrated score. A negative part only penalises similarity above chance: an
+    item unlike "long sleeves" is not rewarded for it, else every unrelated item would rise."""
+    return source.weight * (calibrated if source.weight > 0 else max(calibrated, 0.0))
 
 
 def ranked(fused: Mapping[int, tuple[float, dict[Source, float]]]) -> list[int]:

@@ -12,9 +12,10 @@ import numpy as np
 
 
 def similarity(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
-    """Highest cosine between two items' representative vectors over the spaces both have one in."""
+    """Lowest cosine between two items' representative vectors over the spaces both have one in: two items are
+    only as alike as the least convinced space says (0 when they share no space)."""
     shared = a.keys() & b.keys()
-    return max((float(a[name] @ b[name]) for name in shared), default=0.0)
+    return min((float(a[name] @ b[name]) for name in shared), default=0.0)
 
 
 def collapse_duplicates(

@@ -4,7 +4,10 @@ paged."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +37,7 @@ class SearchResponse:
     spaces_searched: list[str] = field(default_factory=list)
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
     next_cursor: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: encode, ann, fusion, rerank, ...
 
 
 @dataclass
@@ -46,6 +50,21 @@ class _Run:
     lexical: list[Source] = field(default_factory=list)
     candidates: dict[int, SpaceHit] = field(default_factory=dict)  # item -> the hit that found it first
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
+
+
+class _Clock:
+    """Adds the seconds spent in each ``with clock("stage"):`` block to a dict."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self._timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timings[stage] = self._timings.get(stage, 0.0) + time.perf_counter() - started
 
 
 class Searcher:
@@ -62,18 +81,36 @@ class Searcher:
 
     def search(self, query: SearchQuery) -> SearchResponse:
         run = _Run(query, SearchResponse(results=[]))
-        self._prepare_sources(run)
+        clock = _Clock(run.response.timings)
+        with clock("encode"):
+            self._prepare_sources(run)
         if not run.dense and not run.lexical:
             if run.response.spaces_unavailable:
                 reasons = "; ".join(f"{name}: {why}" for name, why in run.response.spaces_unavailable.items())
                 raise InvalidQueryError(f"No space that can embed this query is available ({reasons}).")
             return run.response
-        self._gather_candidates(run)
-        evidence, locations = self._evidence(run)
-        fused = Fuser(query.fusion, self.settings.rrf_k).fuse(evidence)
-        order = ranked(fused)
+        with clock("ann"):
+            self._gather_candidates(run)
+        with clock("fusion"):
+            evidence, locations = self._evidence(run)
+            fused = Fuser(query.fusion, self.settings.rrf_k).fuse(evidence)
+            order = ranked(fused)
         if query.min_score is not None:
             order = [item_id for item_id in order if fused[item_id][0] >= query.min_score]
+        with clock("rerank"):
+            order, folded = self._rerank(run, order, fused)
+        page = order[query.offset : query.offset + query.k]
+        if len(order) > query.offset + query.k:
+            run.response.next_cursor = encode_cursor(query.offset + query.k)
+        with clock("metadata"):
+            run.response.results = self._attach(run, page, fused, evidence, locations, folded)
+        return run.response
+
+    def _rerank(
+        self, run: _Run, order: list[int], fused: dict[int, tuple[float, dict[Source, float]]]
+    ) -> tuple[list[int], dict[int, list[int]]]:
+        """Fold near-duplicates and diversify, as the query asks."""
+        query = run.query
         folded: dict[int, list[int]] = {}
         if query.collapse_duplicates or query.diversity > 0:
             items = self.catalog.get_items(order)
@@ -90,11 +127,7 @@ class Searcher:
                 diversity=query.diversity,
                 count=query.offset + query.k,
             )
-        page = order[query.offset : query.offset + query.k]
-        if len(order) > query.offset + query.k:
-            run.response.next_cursor = encode_cursor(query.offset + query.k)
-        run.response.results = self._attach(run, page, fused, evidence, locations, folded)
-        return run.response
+        return order, folded
 
     # sources ---------------------------------------------------------------------------------------------
 
@@ -246,10 +279,15 @@ class Searcher:
         return evidence, locations
 
     def _representatives(self, run: _Run, items: dict[int, Item]) -> dict[int, dict[str, np.ndarray]]:
-        """Per item, its mean vector in each space that embeds its own modality (for duplicates and MMR)."""
+        """Per item, its mean vector in the spaces native to its modality (for duplicates and MMR): those that
+        embed only that modality when there are any (`text` for texts), else those that embed it."""
         result: dict[int, dict[str, np.ndarray]] = {item_id: {} for item_id in items}
+        native: dict[str, set[str]] = {}
+        for modality in Modality:
+            only = {s.name for s in self.spaces if s.encoder.modalities == {modality}}
+            native[modality.value] = only or {s.name for s in self.spaces if s.embeds(modality)}
         for space in self.spaces:
-            own = [i for i, item in items.items() if item.modality and space.embeds(Modality(item.modality))]
+            own = [i for i, item in items.items() if item.modality and space.name in native[item.modality]]
             if not own or space.stored_index() is None:
                 continue
             for item_id, pairs in self._space_vectors(run, space.name, own).items():

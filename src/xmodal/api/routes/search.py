@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -11,10 +14,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from xmodal.api.deps import EngineDep
-from xmodal.api.schemas import SearchHit, SearchRequest, SearchResponseBody
+from xmodal.api.schemas import ContributionBody, PartBody, SearchHit, SearchRequest, SearchResponseBody
 from xmodal.api.uploads import check_declared_size, read_body
 from xmodal.engine import Engine
-from xmodal.search.query import SearchResult
+from xmodal.search.query import QueryPart, SearchResult
 
 router = APIRouter(tags=["search"])
 
@@ -24,9 +27,14 @@ _MULTIPART_SCHEMA = {
         "image": {"type": "string", "format": "binary", "description": "Image file to search with."},
         "audio": {"type": "string", "format": "binary", "description": "Audio clip to search with."},
         "text": {"type": "string"},
+        "not": {"type": "array", "items": {"type": "string"}, "description": "Texts to push down."},
         "k": {"type": "integer", "minimum": 1},
         "modalities": {"type": "array", "items": {"type": "string", "enum": ["image", "text", "audio"]}},
+        "where": {"type": "array", "items": {"type": "string"}, "description": "key=value filters."},
         "space": {"type": "string"},
+        "cursor": {"type": "string"},
+        "min_score": {"type": "number"},
+        "explain": {"type": "boolean"},
     },
 }
 _REQUEST_BODY = {
@@ -67,7 +75,32 @@ def _json_params(body: bytes) -> dict[str, Any]:
         request = SearchRequest.model_validate_json(body or b"{}")
     except ValidationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _describe(exc)) from exc
-    return request.model_dump()
+    parts = [_part(part) for part in request.parts]
+    parts.extend(QueryPart.text(text, weight=-1.0) for text in request.not_)
+    params = request.model_dump(exclude={"parts", "not_"})
+    if params["text"] is None and not parts:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Invalid search request: give a 'text' or 'parts'.")
+    return {**params, "parts": parts}
+
+
+def _part(part: PartBody) -> QueryPart:
+    if part.text is not None:
+        return QueryPart.text(part.text, part.weight)
+    if part.image is not None:
+        return QueryPart.image(_base64(part.image, "image"), part.weight)
+    if part.audio is not None:
+        return QueryPart.audio(_base64(part.audio, "audio"), part.weight)
+    if part.item is not None:
+        return QueryPart.item(part.item, part.weight)
+    assert part.vector is not None and part.space is not None
+    return QueryPart.vector(part.space, part.vector, part.weight)
+
+
+def _base64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"The {what} part is not valid base64.") from exc
 
 
 async def _form_params(request: Request, limit: int) -> dict[str, Any]:
@@ -77,22 +110,39 @@ async def _form_params(request: Request, limit: int) -> dict[str, Any]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"Malformed multipart body: {exc.message}") from exc
     image = await _upload(form.get("image"), "image", limit)
     audio = await _upload(form.get("audio"), "audio", limit)
-    text = form.get("text")
-    k = form.get("k")
-    if k is not None and (not isinstance(k, str) or not k.strip().isdigit()):
+    text = _field(form, "text")
+    k = _field(form, "k")
+    if k is not None and not k.strip().isdigit():
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'k' must be a positive whole number.")
+    min_score = _field(form, "min_score")
+    try:
+        threshold = float(min_score) if min_score is not None else None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'min_score' must be a number.") from exc
     if image is None and audio is None and not text:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "Send an 'image' or 'audio' file, or a 'text' field."
         )
     return {
-        "text": text if isinstance(text, str) and text else None,
+        "text": text or None,
         "image": image,
         "audio": audio,
-        "k": int(k) if isinstance(k, str) else None,
+        "parts": [QueryPart.text(t, weight=-1.0) for t in form.getlist("not") if isinstance(t, str) and t],
+        "k": int(k) if k is not None else None,
         "modalities": [m for m in form.getlist("modalities") if isinstance(m, str)] or None,
-        "space": form.get("space") if isinstance(form.get("space"), str) else None,
+        "where": [w for w in form.getlist("where") if isinstance(w, str)] or None,
+        "space": _field(form, "space"),
+        "cursor": _field(form, "cursor"),
+        "min_score": threshold,
+        "explain": (_field(form, "explain") or "").lower() in {"1", "true", "yes", "on"},
     }
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is not None and not isinstance(value, str):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"'{name}' must be a form field, not a file.")
+    return value
 
 
 async def _upload(field: object, name: str, limit: int) -> bytes | None:
@@ -116,6 +166,8 @@ def _run(engine: Engine, params: dict[str, Any]) -> SearchResponseBody:
         results=[_hit(result) for result in response.results],
         spaces_searched=response.spaces_searched,
         spaces_unavailable=response.spaces_unavailable,
+        next_cursor=response.next_cursor,
+        timings=response.timings,
     )
 
 
@@ -138,6 +190,8 @@ def _hit(result: SearchResult) -> SearchHit:
         time_span=result.time_span,
         transcript=result.transcript,
         duration=result.duration,
+        duplicates=list(result.duplicates),
+        explanation=[ContributionBody(**asdict(c)) for c in result.explanation] if result.explanation else None,
     )
 
 
