@@ -12,7 +12,6 @@ Prints a table and writes benchmarks/results/speech_recall.json.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -21,40 +20,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import recall_at, write_result
+from tuxpaint import DEFAULT_STAMPS, link_corpus
 
 from xmodal import Engine, Settings
-from xmodal.indexer.decode import caption_from_sidecar
-
-
-def readings(stamps: Path) -> list[tuple[Path, str]]:
-    """(spoken reading, written caption) for every English reading whose stamp has a caption."""
-    pairs = []
-    for reading in sorted(stamps.rglob("*_desc.ogg")):
-        sidecar = reading.with_name(reading.name.removesuffix("_desc.ogg") + ".txt")
-        caption = caption_from_sidecar(sidecar.read_bytes(), 500) if sidecar.is_file() else None
-        if caption:
-            pairs.append((reading, caption))
-    return pairs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stamps", type=Path, default=Path("/usr/share/tuxpaint/stamps"))
+    parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/)")
     args = parser.parse_args()
     if not args.stamps.is_dir():
         sys.exit(f"{args.stamps} not found: apt-get install tuxpaint-stamps-default")
 
-    pairs = readings(args.stamps)
-    effects = [r.with_name(r.name.replace("_desc.ogg", ".ogg")) for r, _ in pairs]
-    effects = [e for e in effects if e.is_file()]
     with tempfile.TemporaryDirectory() as scratch:
         corpus = Path(scratch) / "corpus"
-        corpus.mkdir()
-        # Links without the stamps' caption files beside them: only the speech itself can be found.
-        for number, path in enumerate([r for r, _ in pairs] + effects):
-            os.symlink(path, corpus / f"{number:04d}_{path.name}")
-        names = {f"{number:04d}_{reading.name}": caption for number, (reading, caption) in enumerate(pairs)}
+        names, effects = link_corpus(args.stamps, corpus)
         with Engine.open(settings=Settings(home=Path(scratch) / "home")) as engine:
             started = time.perf_counter()
             report = engine.index([corpus])
@@ -80,8 +61,8 @@ def main() -> None:
         {
             "queries": len(ranks),
             "items": report.indexed,
-            "speech_items": len(pairs),
-            "distractor_effects": len(effects),
+            "speech_items": len(names),
+            "distractor_effects": effects,
             "items_with_transcript": transcribed,
             **scores,
             "index_seconds": index_seconds,

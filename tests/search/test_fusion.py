@@ -188,3 +188,13 @@ def test_calibrated_fusion_combines_each_source_once() -> None:
     assert fused[8][0] == pytest.approx(2.5)
     unlike = {9: Evidence(9, raw={b: 0.7, negative: 0.1}, calibrated={b: 2.5, negative: -3.0})}
     assert Fuser().fuse(unlike)[9][0] == pytest.approx(2.5)  # not lifted for being unlike the negative part
+
+
+def test_lexical_matches_words_that_sound_alike(engine: Engine, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "heard.txt").write_text("Dear.")  # what a speech recogniser wrote for "deer"
+    (docs / "other.txt").write_text("A bicycle leaning on a wall.")
+    engine.index([docs])
+    hits = engine.search("deer", k=2, space="lexical")
+    assert [Path(h.path).name for h in hits] == ["heard.txt"]

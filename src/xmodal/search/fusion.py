@@ -3,8 +3,9 @@
 Raw scores are not comparable across spaces (each model has its own cosine range), so each source's raw score
 is first calibrated: dense spaces as standard deviations above the score of a random pair of stored vectors,
 the lexical space as ``lexical_top_z`` times the BM25 score over the query's best BM25 score. The calibrated
-fusion is the weighted sum of calibrated scores (a negative part counts only above-chance similarity); reciprocal-rank fusion (``rrf``) the weighted sum of
-``1 / (rrf_k + rank)``. Each source counts once per item (its best chunk), however many chunks matched.
+fusion is the weighted sum of calibrated scores (a negative part counts only above-chance similarity);
+reciprocal-rank fusion (``rrf``) the weighted sum of ``1 / (rrf_k + rank)``. Each source counts once per item
+(its best chunk), however many chunks matched.
 """
 
 from __future__ import annotations

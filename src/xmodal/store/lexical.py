@@ -1,7 +1,9 @@
 """Full-text search over item names, captions, documents and transcripts (SQLite FTS5, BM25 ranking).
 
-The table lives in the catalog database and is written in the same transaction as the items, so the two never
-disagree. On databases other than SQLite the lexical space reports itself unavailable.
+Besides the words, each row keeps their Metaphone codes (``sounds``), and a query also matches by sound: speech
+recognisers mis-spell names and homophones ("deer" heard as "Dear", "doe" as "dough"), and a word that sounds the
+same is still evidence. The table lives in the catalog database and is written in the same transaction as the
+items, so the two never disagree. On databases other than SQLite the lexical space reports itself unavailable.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 TABLE = "items_fts"
-# Column weights for BM25: a word in the caption or file name says more than one deep in a long document.
-_WEIGHTS = (2.0, 3.0, 1.0)  # name, caption, body
+# Column weights for BM25: a word in the caption or file name says more than one deep in a long document, and a
+# word that only sounds alike says less than the word itself.
+_WEIGHTS = (2.0, 3.0, 1.0, 0.5)  # name, caption, body, sounds
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def sounds_of(text: str) -> str:
+    """The Metaphone codes of the words of ``text`` ("a red deer" -> "A RT TR")."""
+    import jellyfish
+
+    codes = (jellyfish.metaphone(word) for word in _WORD.findall(text) if not word.isdigit())
+    return " ".join(code for code in codes if code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +43,12 @@ def supported(dialect: str) -> bool:
 
 
 def match_expression(query: str, max_terms: int = 64) -> str | None:
-    """An FTS5 query that matches any word of ``query`` (each quoted, so no word is taken as an operator)."""
+    """An FTS5 query that matches any word of ``query``, or any word's sound in the ``sounds`` column (each term
+    quoted, so no word is taken as an operator)."""
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:max_terms]
-    return " OR ".join(f'"{word}"' for word in words) or None
+    sounds = list(dict.fromkeys(sounds_of(" ".join(words)).split()))
+    terms = [f'"{word}"' for word in words] + [f'sounds : "{code}"' for code in sounds]
+    return " OR ".join(terms) or None
 
 
 def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequence[LexicalDocument]) -> None:
@@ -46,9 +60,18 @@ def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequ
         session.execute(text(f"DELETE FROM {TABLE} WHERE rowid IN ({','.join(str(int(i)) for i in part)})"))
     if documents:
         session.execute(
-            text(f"INSERT INTO {TABLE}(rowid, name, caption, body) VALUES (:item_id, :name, :caption, :body)"),
+            text(
+                f"INSERT INTO {TABLE}(rowid, name, caption, body, sounds) "
+                "VALUES (:item_id, :name, :caption, :body, :sounds)"
+            ),
             [
-                {"item_id": d.item_id, "name": d.name, "caption": d.caption or "", "body": d.body or ""}
+                {
+                    "item_id": d.item_id,
+                    "name": d.name,
+                    "caption": d.caption or "",
+                    "body": d.body or "",
+                    "sounds": sounds_of(f"{d.caption or ''} {d.body or ''}"),
+                }
                 for d in documents
             ],
         )
