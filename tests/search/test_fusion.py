@@ -17,7 +17,7 @@ from xmodal.engine import Engine
 from xmodal.errors import ConfigError, InvalidQueryError
 from xmodal.search.fusion import Evidence, Fuser, Source
 from xmodal.search.query import QueryPart
-from xmodal.search.rerank import maximal_marginal_relevance
+from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
 
 SHOP = {
     "dress-long.txt": "A red dress with long sleeves and a high collar.",
@@ -168,12 +168,21 @@ def test_maximal_marginal_relevance_spreads_near_copies() -> None:
     basis = np.eye(3, dtype=np.float32)
     vectors = {1: {"s": basis[0]}, 2: {"s": basis[0]}, 3: {"s": basis[1]}, 4: {"s": basis[2]}}
     scores = {1: 1.0, 2: 0.99, 3: 0.5, 4: 0.4}
-    assert maximal_marginal_relevance([1, 2, 3, 4], scores=scores, vectors=vectors, diversity=0.0, count=4) == [
-        1, 2, 3, 4
-    ]  # fmt: skip
-    assert maximal_marginal_relevance([1, 2, 3, 4], scores=scores, vectors=vectors, diversity=0.6, count=4)[:2] == [
-        1, 3
-    ]  # fmt: skip
+    similarity = similarity_matrix([1, 2, 3, 4], vectors)
+    plain = maximal_marginal_relevance([1, 2, 3, 4], scores=scores, similarity=similarity, diversity=0.0, count=4)
+    diverse = maximal_marginal_relevance([1, 2, 3, 4], scores=scores, similarity=similarity, diversity=0.6, count=4)
+    assert plain == [1, 2, 3, 4]
+    assert diverse[:2] == [1, 3] and sorted(diverse) == [1, 2, 3, 4]
+
+
+def test_items_are_as_alike_as_their_least_convinced_shared_space() -> None:
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    vectors = {1: {"x": a, "y": a}, 2: {"x": a, "y": b}, 3: {"z": a}}
+    similarity = similarity_matrix([1, 2, 3], vectors)
+    assert similarity[0, 1] == pytest.approx(0.0)  # alike in x, unalike in y
+    assert similarity[0, 2] == 0.0  # no shared space
+    kept, folded = collapse_duplicates([1, 2, 3], similarity=similarity, hashes={3: "h", 2: "h"}, threshold=0.9)
+    assert kept == [1, 2] and folded == {1: [], 2: [3]}
 
 
 def test_calibrated_fusion_combines_each_source_once() -> None:

@@ -19,7 +19,7 @@ from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableEr
 from xmodal.modality import Modality
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
 from xmodal.search.query import Contribution, PartKind, QueryPart, SearchQuery, SearchResult, SpaceHit, encode_cursor
-from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance
+from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
 from xmodal.search.retrieval import FilterPlan, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
@@ -114,16 +114,19 @@ class Searcher:
         folded: dict[int, list[int]] = {}
         if query.collapse_duplicates or query.diversity > 0:
             items = self.catalog.get_items(order)
-            representatives = self._representatives(run, items)
+            similarity = similarity_matrix(order, self._representatives(run, items))
             if query.collapse_duplicates:
                 hashes = {item_id: item.content_hash for item_id, item in items.items()}
-                order, folded = collapse_duplicates(
-                    order, vectors=representatives, hashes=hashes, threshold=self.settings.duplicate_threshold
+                kept, folded = collapse_duplicates(
+                    order, similarity=similarity, hashes=hashes, threshold=self.settings.duplicate_threshold
                 )
+                positions = {item_id: position for position, item_id in enumerate(order)}
+                keep = [positions[item_id] for item_id in kept]
+                order, similarity = kept, similarity[np.ix_(keep, keep)]
             order = maximal_marginal_relevance(
                 order,
                 scores={i: fused[i][0] for i in order},
-                vectors=representatives,
+                similarity=similarity,
                 diversity=query.diversity,
                 count=query.offset + query.k,
             )
