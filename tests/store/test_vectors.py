@@ -50,3 +50,29 @@ def test_wrong_dimension_is_refused(tmp_path: Path) -> None:
     index = VectorIndex.create(tmp_path / "s", SpaceHeader("s", "enc", "abc", 8))
     with pytest.raises(ValueError, match="8-d"):
         index.add(np.arange(2), _vectors(2, dim=4))
+
+
+def test_saving_calibrates_scores_against_random_pairs(tmp_path: Path) -> None:
+    index = VectorIndex.create(tmp_path / "s", SpaceHeader("s", "enc", "abc", 8))
+    vectors = _vectors(500)
+    index.add(np.arange(500), vectors)
+    index.save()
+    loaded = VectorIndex.load(tmp_path / "s")
+    assert loaded is not None
+    pairs = vectors[:250] @ vectors[250:].T
+    assert loaded.header.score_mean == pytest.approx(float(pairs.mean()), abs=0.02)
+    assert loaded.header.score_std == pytest.approx(float(pairs.std()), rel=0.1)
+    assert loaded.calibrated(np.array([loaded.header.score_mean]))[0] == pytest.approx(0.0)
+
+
+def test_an_index_saved_before_calibration_is_calibrated_on_load(tmp_path: Path) -> None:
+    import json
+
+    index = VectorIndex.create(tmp_path / "s", SpaceHeader("s", "enc", "abc", 8))
+    index.add(np.arange(100), _vectors(100) * 0 + _vectors(1))  # identical vectors: every pair scores 1
+    index.save()
+    header = json.loads((tmp_path / "s" / "space.json").read_text())
+    del header["score_mean"], header["score_std"]
+    (tmp_path / "s" / "space.json").write_text(json.dumps(header))
+    loaded = VectorIndex.load(tmp_path / "s")
+    assert loaded is not None and loaded.header.score_mean == pytest.approx(1.0, abs=1e-4)

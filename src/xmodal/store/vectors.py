@@ -88,13 +88,18 @@ class VectorIndex:
         header_path = directory / HEADER_FILE
         if not header_path.is_file():
             return None
-        header = SpaceHeader(**json.loads(header_path.read_text()))
+        fields = json.loads(header_path.read_text())
+        header = SpaceHeader(**fields)
         index_path = directory / INDEX_FILE
         if index_path.is_file():
             index = faiss.read_index(str(index_path))
         else:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(header.dim))
-        return cls(directory, header, index)
+        loaded = cls(directory, header, index)
+        if "score_std" not in fields:  # saved before calibration existed: measure it now, in memory
+            mean, std = calibrate(loaded._sample(CALIBRATION_PAIRS * 2))
+            loaded.header = replace(header, score_mean=mean, score_std=std)
+        return loaded
 
     def check_compatible(self, encoder_spec: str, fingerprint: str) -> None:
         """Raise ``SpaceMismatchError`` unless the vectors came from the model with ``fingerprint``."""
