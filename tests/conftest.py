@@ -79,7 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own XMODAL_* variables must not change what the tests see."""
     for name in list(os.environ):
-        if name.startswith("XMODAL_"):
+        if name.startswith("XMODAL_") and not name.startswith("XMODAL_TEST_"):
             monkeypatch.delenv(name)
 
 
@@ -158,6 +158,30 @@ def make_settings(home: Path, clip_dir: Path, clap_dir: Path | None = None, **ov
         values["clap_encoder"] = f"clap:{clap_dir}"
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (skipped unless XMODAL_TEST_POSTGRES_URL names a server
+    this test may create databases on; .ci/run starts one)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = os.environ.get("XMODAL_TEST_POSTGRES_URL")
+    if not server:
+        pytest.skip("set XMODAL_TEST_POSTGRES_URL to a PostgreSQL server to run the PostgreSQL tests")
+    name = f"xmodal_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture

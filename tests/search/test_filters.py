@@ -40,8 +40,9 @@ filter_strategy = st.fixed_dictionaries(
 )
 
 
-def _build(home: Path, items: list[dict], seed: int) -> Engine:
-    engine = Engine.open(settings=Settings(home=home, collapse_duplicates=False, lexical=False))
+def _build(home: Path, items: list[dict], seed: int, database_url: str | None = None) -> Engine:
+    settings = Settings(home=home, database_url=database_url, collapse_duplicates=False, lexical=False)
+    engine = Engine.open(settings=settings)
     engine.catalog.save_space(name="text", encoder_spec="test", dim=DIM, fingerprint="test")
     index = VectorIndex.create(engine.settings.spaces_dir / "text", SpaceHeader("text", "test", "test", DIM))
     rng = np.random.default_rng(seed)
@@ -76,17 +77,11 @@ def _passes(item: dict, number: int, wanted: dict) -> bool:
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    items=st.lists(item_strategy, min_size=1, max_size=40),
-    wanted=filter_strategy,
-    k=st.integers(1, 12),
-    selective_below=st.sampled_from([0.0, 1.0]),
-    seed=st.integers(0, 2**16),
-)
-def test_filters_are_exact(items: list[dict], wanted: dict, k: int, selective_below: float, seed: int) -> None:
+def check_filters(
+    items: list[dict], wanted: dict, k: int, selective_below: float, seed: int, database_url: str | None = None
+) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        engine = _build(Path(scratch) / "home", items, seed)
+        engine = _build(Path(scratch) / "home", items, seed, database_url)
         engine.settings.filter_selective_below = selective_below  # 0: always post-filter, 1: always a selector
         try:
             query_vector = l2_normalise(np.random.default_rng(seed + 1).normal(size=(1, DIM)))[0]
@@ -110,3 +105,15 @@ def test_filters_are_exact(items: list[dict], wanted: dict, k: int, selective_be
             assert len(results) == min(k, len(passing))
         finally:
             engine.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.lists(item_strategy, min_size=1, max_size=40),
+    wanted=filter_strategy,
+    k=st.integers(1, 12),
+    selective_below=st.sampled_from([0.0, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_filters_are_exact(items: list[dict], wanted: dict, k: int, selective_below: float, seed: int) -> None:
+    check_filters(items, wanted, k, selective_below, seed)

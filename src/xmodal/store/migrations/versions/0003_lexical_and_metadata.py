@@ -1,4 +1,4 @@
-"""full-text table for the lexical space (SQLite FTS5): words and their sounds
+"""full-text table for the lexical space (SQLite FTS5 / PostgreSQL tsvector): words and their sounds
 
 Revision ID: 0003
 Revises: 0002
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from xmodal.store.lexical import sounds_of
+from xmodal.store.lexical import POSTGRES_DDL, sounds_of
 
 revision = "0003"
 down_revision = "0002"
@@ -19,9 +19,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        return  # the lexical space is SQLite-only for now
-    op.execute("CREATE VIRTUAL TABLE items_fts USING fts5(name, caption, body, sounds, tokenize='porter unicode61')")
+    dialect = op.get_bind().dialect.name
+    if dialect == "postgresql":
+        for statement in POSTGRES_DDL:
+            op.execute(statement)
+    elif dialect == "sqlite":
+        op.execute(
+            "CREATE VIRTUAL TABLE items_fts USING fts5(name, caption, body, sounds, tokenize='porter unicode61')"
+        )
+    else:
+        return
+    key = "rowid" if dialect == "sqlite" else "item_id"
     rows = op.get_bind().execute(
         sa.text(
             "SELECT id, path, coalesce(caption, ''), coalesce(transcript, text_excerpt, '') "
@@ -35,7 +43,7 @@ def upgrade() -> None:
     if documents:
         op.get_bind().execute(
             sa.text(
-                "INSERT INTO items_fts(rowid, name, caption, body, sounds) "
+                f"INSERT INTO items_fts({key}, name, caption, body, sounds) "
                 "VALUES (:id, :name, :caption, :body, :sounds)"
             ),
             documents,
@@ -43,5 +51,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
+    if op.get_bind().dialect.name in {"sqlite", "postgresql"}:
         op.execute("DROP TABLE items_fts")
