@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
 
-    lexical: bool = Field(default=True, description="Keep the full-text `lexical` space (SQLite or PostgreSQL catalogs).")
+    lexical: bool = Field(
+        default=True, description="Keep the full-text `lexical` space (SQLite or PostgreSQL catalogs)."
+    )
     fusion: FusionMethod = Field(default=FusionMethod.CALIBRATED, description="calibrated or rrf.")
     rrf_k: PositiveInt = Field(default=60, description="Rank offset of reciprocal-rank fusion.")
     lexical_top_z: float = Field(
