@@ -39,6 +39,14 @@ def test_index_then_search(cli_env: Path) -> None:
     by_image = runner.invoke(app, ["search", "--image", str(root / "image_000.png"), "-k", "1", "--json"])
     assert json.loads(by_image.stdout)["results"][0]["path"] == str(root / "image_000.png")
 
+    steered = runner.invoke(
+        app, ["search", "river", "--not", "night", "--where", "extension=txt", "--explain", "-k", "2", "--json"]
+    )
+    assert steered.exit_code == 0, steered.output
+    found_steered = json.loads(steered.stdout)["results"]
+    assert all(r["path"].endswith(".txt") for r in found_steered)
+    assert all(any(c["weight"] < 0 for c in r["explanation"]) for r in found_steered)
+
     from tests.conftest import write_audio_corpus
 
     audio_root = write_audio_corpus(cli_env / "audio", clips=3, texts=0)

@@ -154,3 +154,62 @@ def test_health_and_openapi(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     content = schema["paths"]["/search"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(content)
+
+
+def test_json_query_parts_filters_explain_and_pages(client: TestClient, engine: Engine, tmp_path: Path) -> None:
+    import base64
+
+    docs = tmp_path / "shop"
+    docs.mkdir()
+    (docs / "wool.txt").write_text("A red wool dress, warm and thick for cold winter days.")
+    (docs / "silk.txt").write_text("A red silk dress, light and airy for summer.")
+    (docs / "silk.json").write_text('{"fabric": "silk"}')
+    engine.index([docs])
+    body = {
+        "parts": [{"text": "red dress"}, {"text": "warm wool", "weight": -1}],
+        "space": "text",
+        "modalities": ["text"],
+        "k": 2,
+        "explain": True,
+    }
+    response = client.post("/search", json=body)
+    assert response.status_code == 200, response.text
+    hits = response.json()["results"]
+    assert [Path(h["path"]).name for h in hits] == ["silk.txt", "wool.txt"]
+    assert all(sum(c["contribution"] for c in h["explanation"]) == pytest.approx(h["score"]) for h in hits)
+
+    filtered = client.post("/search", json={"text": "red dress", "where": {"fabric": "silk"}}).json()["results"]
+    assert [Path(h["path"]).name for h in filtered] == ["silk.txt"]
+    assert filtered[0]["metadata"] == {"fabric": "silk"}
+
+    more = client.post("/search", json={"parts": [{"item": filtered[0]["id"]}], "space": "text", "k": 1}).json()
+    assert filtered[0]["id"] not in [h["id"] for h in more["results"]]
+
+    first = client.post("/search", json={"text": "river", "k": 3}).json()
+    second = client.post("/search", json={"text": "river", "k": 3, "cursor": first["next_cursor"]}).json()
+    assert not {h["id"] for h in first["results"]} & {h["id"] for h in second["results"]}
+
+    image = base64.b64encode(_png()).decode()
+    by_image = client.post("/search", json={"parts": [{"image": image}], "k": 2})
+    assert by_image.status_code == 200 and by_image.json()["spaces_searched"] == ["clip"]
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        ({"parts": [{"text": "a", "item": 3}]}, "exactly one"),
+        ({"parts": [{}]}, "exactly one"),
+        ({"parts": [{"vector": [0.1, 0.2]}]}, "space"),
+        ({"parts": [{"image": "%%%not base64"}]}, "base64"),
+        ({"parts": [{"text": "boots", "weight": -1}]}, "positive weight"),
+        ({"text": "x", "cursor": "garbage"}, "cursor"),
+        ({"text": "x", "fusion": "median"}, "fusion"),
+        ({"text": "x", "diversity": 2}, "diversity"),
+        ({"text": "x", "where": {"": "y"}}, "key=value"),
+        ({"parts": [{"item": 999999}]}, "999999"),
+    ],
+)
+def test_bad_query_models_are_4xx(client: TestClient, body: dict, phrase: str) -> None:
+    response = client.post("/search", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert phrase in response.json()["detail"]
