@@ -119,7 +119,12 @@ class Transcriber:
         self.load()
         audio = resample(samples, sample_rate, WHISPER_RATE)
         segments, _info = self._model.transcribe(
-            audio, language=self.language, vad_filter=True, beam_size=self.beam_size, condition_on_previous_text=False
+            audio,
+            language=self.language,
+            vad_filter=True,
+            beam_size=self.beam_size,
+            condition_on_previous_text=False,
+            temperature=0.0,  # no sampling fallback: the same audio always gets the same transcript
         )
         pieces: list[str] = []
         kept: list[Segment] = []
