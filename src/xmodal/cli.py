@@ -1,13 +1,15 @@
 """The ``xmodal`` command: a thin layer that parses arguments, calls the library and prints.
 
 Exit codes: 0 all good; 1 finished, but some files failed (or another runtime error); 2 usage or configuration
-error (bad arguments, unknown space, missing weights, a space built by another model).
+error (bad arguments, unknown space, missing weights, a space built by another model); 75 another indexer holds
+the home (EX_TEMPFAIL: try again later).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +25,7 @@ from xmodal.config import FusionMethod, Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
     ConfigError,
+    IndexLockedError,
     InvalidQueryError,
     NotFoundError,
     SpaceMismatchError,
@@ -42,6 +45,7 @@ app.add_typer(spaces_app, name="spaces")
 HomeOption = Annotated[Path | None, typer.Option("--home", help="xmodal home (default: $XMODAL_HOME or ~/.xmodal).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
+EXIT_LOCKED = 75  # EX_TEMPFAIL from sysexits.h: cron and systemd read it as "try again later"
 _USAGE_ERRORS = (ConfigError, InvalidQueryError, NotFoundError, SpaceMismatchError, WeightsUnavailableError)
 
 
@@ -100,6 +104,8 @@ def _print_report(console: Console, report: IndexReport) -> None:
         ("unchanged", report.unchanged),
         ("skipped (unsupported)", report.skipped),
         ("failed", report.failed),
+        ("pruned (file gone)", report.pruned),
+        ("deferred (--max-items)", report.deferred),
         ("vectors added", report.vectors_added),
     ]:
         table.add_row(label, str(value))
@@ -122,13 +128,18 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.")],
     home: HomeOption = None,
     as_json: JsonOption = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only failures.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Forget items whose files are gone.")] = False,
+    max_items: Annotated[int | None, typer.Option("--max-items", min=1, help="Process at most this many.")] = None,
+    report_file: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary here.")] = None,
 ) -> None:
     """Index files and folders: new and changed files are embedded, unchanged ones skipped."""
     console = _console()
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     with Engine.open(settings=_settings(home)) as engine:
-        report = engine.index(paths, progress=BarProgress() if show_bar else None)
+        report = engine.index(paths, progress=BarProgress() if show_bar else None, prune=prune, max_items=max_items)
+    if report_file is not None:
+        report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     elif not quiet or report.failures:
@@ -304,12 +315,39 @@ def _quiet_model_loading() -> None:
     logging.getLogger().setLevel(logging.WARNING)
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line, for log collectors (``XMODAL_LOG_FORMAT=json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler()
+    if os.environ.get("XMODAL_LOG_FORMAT", "text").lower() == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
 def main() -> None:
     """Console entry point: runs the app and turns xmodal errors into a message and an exit code."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     _quiet_model_loading()
     try:
         app()
+    except IndexLockedError as exc:
+        Console(stderr=True).print(f"[yellow]locked:[/yellow] {exc}", highlight=False)
+        sys.exit(EXIT_LOCKED)
     except XmodalError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2 if isinstance(exc, _USAGE_ERRORS) else 1)

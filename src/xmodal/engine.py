@@ -24,6 +24,7 @@ from xmodal.encoders import build_encoder
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
+from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
 from xmodal.search.query import AudioClip, PartKind, QueryPart, SearchQuery, SearchResult, decode_cursor
@@ -112,10 +113,20 @@ class Engine:
 
     # indexing --------------------------------------------------------------------------------------------
 
-    def index(self, paths: Iterable[str | Path], *, progress: Progress | None = None) -> IndexReport:
-        """Index files and folders; unchanged files already indexed cost one ``stat`` each."""
+    def index(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        progress: Progress | None = None,
+        prune: bool = False,
+        max_items: int | None = None,
+    ) -> IndexReport:
+        """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
+        home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
+        whose files are gone; ``max_items`` caps the files processed in this run."""
         indexer = Indexer(self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber)
-        return indexer.run([Path(p) for p in paths])
+        with index_lock(self.settings.home, self.catalog):
+            return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
 
     # searching -------------------------------------------------------------------------------------------
 

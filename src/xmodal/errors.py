@@ -6,7 +6,8 @@
     ├── SpaceMismatchError       a vector space was built with another model than the one configured
     ├── DecodeError              a file or upload could not be read as the media it claims to be
     ├── InvalidQueryError        a query is empty, too long or asks for something impossible
-    └── NotFoundError            an item, space or file does not exist
+    ├── NotFoundError            an item, space or file does not exist
+    └── IndexLockedError         another indexer is running on the same home
 
 Errors raised by lower libraries are translated here at the boundary and chained with ``from exc``.
 """
@@ -53,3 +54,7 @@ class InvalidQueryError(XmodalError):
 
 class NotFoundError(XmodalError):
     """An item, a space or a file does not exist."""
+
+
+class IndexLockedError(XmodalError):
+    """Another indexer holds the home's lock."""

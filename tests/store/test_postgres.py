@@ -91,3 +91,29 @@ def test_filters_are_exact_on_postgres(
     engine.dispose()
     random.seed(seed)
     check_filters(items, wanted, k, selective_below, seed, database_url=postgres_url)
+
+
+def test_a_second_indexer_on_one_postgres_catalog_is_refused(postgres_url: str, tmp_path: Path) -> None:
+    import zlib
+
+    from sqlalchemy import create_engine, text
+
+    from xmodal.errors import IndexLockedError
+    from xmodal.indexer.lock import index_lock
+
+    catalog = Catalog.open(postgres_url)
+    holder = create_engine(postgres_url)
+    try:
+        with holder.connect() as connection:  # another machine's indexer, sharing the catalog
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": zlib.crc32(b"xmodal-indexer")})
+            try:
+                with index_lock(tmp_path / "home", catalog):
+                    raise AssertionError("the lock should have been refused")
+            except IndexLockedError as exc:
+                assert "PostgreSQL" in str(exc)
+        holder.dispose()  # the holder's session ends, and its advisory lock with it
+        with index_lock(tmp_path / "home", catalog):
+            pass
+    finally:
+        holder.dispose()
+        catalog.close()

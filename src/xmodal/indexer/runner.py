@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from xmodal.config import Settings
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
@@ -61,6 +63,8 @@ class IndexReport:
     skipped: int = 0
     vectors_added: int = 0
     repaired: int = 0
+    pruned: int = 0
+    deferred: int = 0  # left for the next run by max_items
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_reasons: Counter[str] = field(default_factory=Counter)
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
@@ -112,8 +116,10 @@ class Indexer:
             text_extensions=frozenset(settings.text_extensions),
         )
 
-    def run(self, roots: Sequence[Path]) -> IndexReport:
-        """Index every file under ``roots``; files already indexed and unchanged are only stat'ed."""
+    def run(self, roots: Sequence[Path], *, prune: bool = False, max_items: int | None = None) -> IndexReport:
+        """Index every file under ``roots``; files already indexed and unchanged are only stat'ed, and no model
+        is loaded when nothing changed. ``prune``: forget items under ``roots`` whose files are gone.
+        ``max_items``: process at most this many files now (the rest are ``deferred`` to the next run)."""
         missing = [str(root) for root in roots if not root.exists()]
         if missing:
             raise NotFoundError(f"Nothing to index at {', '.join(missing)}: no such file or folder.")
@@ -121,12 +127,22 @@ class Indexer:
         started = time.perf_counter()
         run_id = self.catalog.start_run([str(root.absolute()) for root in roots])
         status = "failed"
+        active: list[VectorSpace] = []
         try:
-            active = self._activate_spaces(report)
-            transcriber = self._activate_transcriber(report)
             report.repaired = sum(space.reconcile() for space in self.spaces)
-            todo = self._scan(roots, active, report)
-            self._process(todo, active, transcriber, report)
+            self._check_changed_encoders()
+            scan = self._scan(roots, report)
+            if prune:
+                report.pruned = self._prune(roots, scan.seen)
+            todo = scan.select(list(self.spaces))
+            if todo:  # only now load the models, and drop what only the unavailable ones lacked
+                active = self._activate_spaces(report)
+                todo = scan.select(active) if len(active) < len(self.spaces.names()) else todo
+            report.unchanged = scan.count - len(todo)
+            if max_items is not None and len(todo) > max_items:
+                report.deferred, todo = len(todo) - max_items, todo[:max_items]
+            if todo:
+                self._process(todo, active, self._activate_transcriber(report), report)
             status = "finished"
         finally:
             self.spaces.save()
@@ -134,6 +150,17 @@ class Indexer:
             report.timings["total_s"] = time.perf_counter() - started
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
         return report
+
+    def _check_changed_encoders(self) -> None:
+        """A space whose configured encoder spec is not the one it was built with must prove it is the same model
+        (``SpaceMismatchError`` otherwise), even when no file changed; unchanged specs load nothing."""
+        for space in self.spaces:
+            stored = space.stored_index()
+            if stored is not None and stored.header.encoder_spec != space.encoder.spec:
+                try:
+                    space.checked_index()
+                except WeightsUnavailableError:
+                    continue  # reported when there is work for this space
 
     def _activate_spaces(self, report: IndexReport) -> list[VectorSpace]:
         """Spaces whose model loads; the others are reported and left for a later run."""
@@ -159,11 +186,9 @@ class Indexer:
             return None
         return self.transcriber
 
-    def _scan(self, roots: Sequence[Path], active: list[VectorSpace], report: IndexReport) -> list[SourceFile]:
+    def _scan(self, roots: Sequence[Path], report: IndexReport) -> _Scan:
         started = time.perf_counter()
-        states = self.catalog.file_states()
-        coverage = self.catalog.spaces_by_item()
-        todo: list[SourceFile] = []
+        scan = _Scan(self.catalog.file_states(), self.catalog.spaces_by_item())
 
         def unreadable(path: Path, reason: str) -> None:
             report.failed += 1
@@ -175,16 +200,20 @@ class Indexer:
             include_hidden=self.settings.include_hidden,
             on_error=unreadable,
         ):
-            report.scanned += 1
-            if report.scanned % 1000 == 0:
-                self.progress.scanning(report.scanned)
-            state = states.get(str(source.path))
-            if state is not None and _unchanged(source, state) and _covered(state, coverage, active):
-                report.unchanged += 1
-            else:
-                todo.append(source)
+            scan.add(source)
+            if scan.count % 1000 == 0:
+                self.progress.scanning(scan.count)
+        report.scanned = scan.count
         report.timings["scan_s"] = time.perf_counter() - started
-        return todo
+        return scan
+
+    def _prune(self, roots: Sequence[Path], seen: set[str]) -> int:
+        count, vectors = self.catalog.prune([str(root.absolute()) for root in roots], seen)
+        for name, ids in vectors.items():
+            index = self.spaces[name].stored_index() if name in self.spaces else None
+            if index is not None:
+                index.remove(np.asarray(ids, dtype=np.int64))
+        return count
 
     def _process(
         self,
@@ -252,6 +281,33 @@ class Indexer:
             report.updated += 1
         else:
             report.indexed += 1
+
+
+@dataclass
+class _Scan:
+    """What the walk found, and what the catalog knew of it."""
+
+    states: dict[str, FileState]
+    coverage: dict[int, set[str]]
+    candidates: list[tuple[SourceFile, FileState | None]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    count: int = 0
+
+    def add(self, source: SourceFile) -> None:
+        path = str(source.path)
+        self.count += 1
+        self.seen.add(path)
+        state = self.states.get(path)
+        if state is None or not _unchanged(source, state):
+            self.candidates.append((source, None))
+        else:
+            self.candidates.append((source, state))
+
+    def select(self, active: list[VectorSpace]) -> list[SourceFile]:
+        """New and changed files, and unchanged ones lacking vectors in an active space that can embed them."""
+        return [
+            source for source, state in self.candidates if state is None or not _covered(state, self.coverage, active)
+        ]
 
 
 def _unchanged(source: SourceFile, state: FileState) -> bool:

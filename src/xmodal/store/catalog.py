@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from xmodal.store import lexical
 from xmodal.store.database import connect, migrate, session_factory
-from xmodal.store.filters import ItemFilter
+from xmodal.store.filters import ItemFilter, escape_like
 from xmodal.store.lexical import LexicalDocument
 from xmodal.store.models import Embedding, IndexRun, Item, ItemStatus, Space, utcnow
 
@@ -116,6 +116,10 @@ class Catalog:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def session(self) -> Session:
         return self._sessions()
 
@@ -214,6 +218,30 @@ class Catalog:
             ]
             lexical.replace_documents(session, touched, documents)
         return dict(new_ids), dict(old_ids)
+
+    def prune(self, roots: Sequence[str], keep: set[str]) -> tuple[int, dict[str, list[int]]]:
+        """Delete the items under ``roots`` whose path is not in ``keep`` (their files are gone).
+
+        Returns how many went and, per space, the vector ids that must leave the vector indexes.
+        """
+        gone: list[int] = []
+        vectors: dict[str, list[int]] = defaultdict(list)
+        with self.session() as session, session.begin():
+            for root in roots:
+                prefix = root.rstrip("/")
+                query = select(Item.id, Item.path).where(
+                    (Item.path == prefix) | Item.path.like(f"{escape_like(prefix)}/%", escape="\\")
+                )
+                gone.extend(item_id for item_id, path in session.execute(query) if path not in keep)
+            for part in _chunks(gone):
+                for vector_id, space in session.execute(
+                    select(Embedding.id, Embedding.space).where(Embedding.item_id.in_(part))
+                ):
+                    vectors[space].append(vector_id)
+                session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
+                lexical.replace_documents(session, part, [])
+                session.execute(delete(Item).where(Item.id.in_(part)))
+        return len(gone), dict(vectors)
 
     def delete_embeddings(self, space: str, vector_ids: Sequence[int]) -> None:
         with self.session() as session, session.begin():

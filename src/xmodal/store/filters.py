@@ -60,12 +60,13 @@ def _condition(key: str, value: str) -> ColumnElement[bool]:
         return Item.media_type == value
     if key == "extension":
         suffix = value.lower() if value.startswith(".") else f".{value.lower()}"
-        return func.lower(Item.path).like(f"%{_escape(suffix)}", escape="\\")
+        return func.lower(Item.path).like(f"%{escape_like(suffix)}", escape="\\")
     if key == "folder":
         folder = value.rstrip("/")
-        return or_(Item.path.like(f"{_escape(folder)}/%", escape="\\"), Item.path == folder)
+        return or_(Item.path.like(f"{escape_like(folder)}/%", escape="\\"), Item.path == folder)
     return cast(Item.user_metadata[key].as_string(), String) == value
 
 
-def _escape(value: str) -> str:
+def escape_like(value: str) -> str:
+    """``value`` with LIKE's wildcards escaped (for ``escape='\\'``)."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
