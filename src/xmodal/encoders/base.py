@@ -170,6 +170,10 @@ class Encoder(ABC):
     def loaded(self) -> bool:
         return self._fingerprint is not None
 
+    def weights_reachable(self) -> bool:
+        """Whether :meth:`load` could get the weights (local, cached or downloadable), without loading them."""
+        return True
+
     @property
     def fingerprint(self) -> str:
         """Identifies the exact model (config and weights) behind the vectors."""

@@ -72,6 +72,11 @@ class ClapEncoder(Encoder):
         self._model, self._features, self._tokenizer = model, processor.feature_extractor, processor.tokenizer
         return fingerprint_module(f"clap:{model.config.projection_dim}", model)
 
+    def weights_reachable(self) -> bool:
+        if self.loaded or self._local or self._is_cached():
+            return True
+        return hub_offline_reason(self.options.hub_timeout_s) is None
+
     def _is_cached(self) -> bool:
         from huggingface_hub import try_to_load_from_cache
 

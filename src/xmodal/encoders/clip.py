@@ -133,6 +133,11 @@ class OpenClipEncoder(Encoder):
             self._dim = int(model.encode_text(self._tokenizer([""]).to(self._device)).shape[-1])
         return fingerprint_module(f"open_clip:{type(model).__name__}:{self._dim}", model)
 
+    def weights_reachable(self) -> bool:
+        if self.loaded or self.source.is_cached(self.cache_dir):
+            return True
+        return hub_offline_reason(self.options.hub_timeout_s) is None
+
     @property
     def _named_checkpoint(self) -> bool:
         return self.source.checkpoint is not None and not self.source.model.startswith("local-dir:")

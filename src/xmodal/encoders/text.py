@@ -85,6 +85,12 @@ class SentenceEncoder(Encoder):
         self._model = model
         return fingerprint_module(f"sentence:{model.get_embedding_dimension()}", model)
 
+    def weights_reachable(self) -> bool:
+        location = resolve_sentence_model(self.target)
+        if self.loaded or os.path.isdir(location) or _is_cached(location, self.cache_dir):
+            return True
+        return hub_offline_reason(self.options.hub_timeout_s) is None
+
     @property
     def dim(self) -> int:
         self.load()

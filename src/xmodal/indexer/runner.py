@@ -134,7 +134,8 @@ class Indexer:
             scan = self._scan(roots, report)
             if prune:
                 report.pruned = self._prune(roots, scan.seen)
-            todo = scan.select(list(self.spaces))
+            # Only spaces whose weights can be had count; nothing loads until there is work.
+            todo = scan.select([space for space in self.spaces if space.encoder.weights_reachable()])
             if todo:  # only now load the models, and drop what only the unavailable ones lacked
                 active = self._activate_spaces(report)
                 todo = scan.select(active) if len(active) < len(self.spaces.names()) else todo
