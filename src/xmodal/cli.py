@@ -104,6 +104,7 @@ def _print_report(console: Console, report: IndexReport) -> None:
         ("unchanged", report.unchanged),
         ("skipped (unsupported)", report.skipped),
         ("failed", report.failed),
+        ("moved or copied (vectors reused)", report.reused),
         ("pruned (file gone)", report.pruned),
         ("deferred (--max-items)", report.deferred),
         ("vectors added", report.vectors_added),

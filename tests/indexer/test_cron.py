@@ -89,3 +89,26 @@ def test_cli_report_file(settings: Settings, tmp_path: Path, monkeypatch: pytest
     report = json.loads(report_path.read_text())
     assert report["indexed"] == 4 and report["failed"] == 1
     assert report["failures"][0][0].endswith("broken.png") and report["timings"]["total_s"] > 0
+
+
+def test_moved_and_copied_files_keep_their_vectors(engine: Engine, tmp_path: Path) -> None:
+    import shutil
+
+    root = write_corpus(tmp_path / "corpus", images=4, texts=4)
+    engine.index([root])
+    before = engine.search(image=root / "image_001.png", k=1, space="clip")[0]
+    shutil.copy(root / "image_001.png", root / "copy.png")
+    (root / "doc_002.txt").rename(root / "moved.txt")
+
+    report = engine.index([root], prune=True)
+    assert (report.indexed, report.reused, report.pruned) == (2, 2, 1)
+    encoder = engine.spaces["clip"].encoder
+    assert report.vectors_added == len(engine.catalog.embeddings_of(before.item_id, "clip")) + sum(
+        len(engine.catalog.embeddings_of(r.item_id, s)) for s in ("clip", "text", "clap")
+        for r in engine.search("x", k=50, space="text") if r.path.endswith("moved.txt")
+    )  # fmt: skip
+    copy = next(
+        r for r in engine.search(image=root / "image_001.png", k=2, space="clip") if r.path.endswith("copy.png")
+    )
+    assert copy.space_scores["clip"] == pytest.approx(before.space_scores["clip"])  # the very same vector
+    assert encoder.loaded  # (the query encoded; the copy itself was not re-encoded: see vectors_added)

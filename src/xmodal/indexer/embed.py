@@ -30,13 +30,30 @@ class FileVectors:
 def embed_batch(
     files: Sequence[DecodedFile], spaces: Sequence[VectorSpace], *, batch_size: int
 ) -> list[dict[str, FileVectors]]:
-    """For each file (in order): space name -> its vectors. Files a space cannot embed are absent there."""
+    """For each file (in order): space name -> its vectors. Files a space cannot embed are absent there; a copy of
+    an indexed file gets that file's vectors, and nothing is encoded for it."""
     results: list[dict[str, FileVectors]] = [{} for _ in files]
+    for position, decoded in enumerate(files):
+        if decoded.reuse_from is not None:
+            results[position] = _copied(decoded.reuse_from, spaces)
     for space in spaces:
         _embed_images(files, space, results)
         _embed_audio(files, space, results, batch_size=batch_size)
         _embed_texts(files, space, results, batch_size=batch_size)
     return results
+
+
+def _copied(item_id: int, spaces: Sequence[VectorSpace]) -> dict[str, FileVectors]:
+    """The vectors an already indexed item has in each space, to serve a copy of its file."""
+    copied: dict[str, FileVectors] = {}
+    for space in spaces:
+        index = space.stored_index()
+        rows = space.catalog.embeddings_of(item_id, space.name)
+        if index is None or not rows:
+            continue
+        vectors = index.reconstruct(np.asarray([row.id for row in rows]))
+        copied[space.name] = FileVectors([NewEmbedding(row.chunk, row.start, row.end) for row in rows], list(vectors))
+    return copied
 
 
 def _embed_audio(

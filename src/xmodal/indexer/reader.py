@@ -37,7 +37,7 @@ from xmodal.indexer.sources import (
 )
 from xmodal.modality import Modality
 from xmodal.store.catalog import ItemRecord
-from xmodal.store.models import ItemStatus
+from xmodal.store.models import Item, ItemStatus
 
 log = logging.getLogger(__name__)
 ImagePreparer = Callable[[Image.Image], Any]
@@ -55,6 +55,7 @@ class Preparers:
     images: Mapping[str, ImagePreparer] = field(default_factory=dict)
     audio: Mapping[str, AudioPreparer] = field(default_factory=dict)
     transcriber: SpeechToText | None = None
+    same_content: Callable[[str], Item | None] | None = None  # content hash -> an indexed item with those bytes
 
 
 class Outcome(StrEnum):
@@ -85,6 +86,7 @@ class DecodedFile:
     prepared_images: dict[str, Any] = field(default_factory=dict)  # space name -> encoder input
     prepared_audio: dict[str, list[tuple[int, int, Any]]] = field(default_factory=dict)  # space -> windows
     reason: str | None = None
+    reuse_from: int | None = None  # an indexed item with the same bytes: copy its vectors, encode nothing
 
 
 def read_file(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
@@ -157,6 +159,10 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> Dec
             f"file is {source.size} bytes, over the limit of {limits.max_file_bytes} (XMODAL_MAX_FILE_BYTES)"
         )
     data = source.path.read_bytes()
+    if preparers.same_content is not None:
+        reused = _reuse(source, data, limits, preparers.same_content)
+        if reused is not None:
+            return reused
     mime = sniff(data)
     modality = modality_of(mime)
     if modality is Modality.IMAGE:
@@ -186,6 +192,34 @@ def _decode_image(
     )
     prepared = {space: prepare(decoded.image) for space, prepare in preparers.items()}
     return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=prepared)
+
+
+def _reuse(
+    source: SourceFile, data: bytes, limits: ReadLimits, same_content: Callable[[str], Item | None]
+) -> DecodedFile | None:
+    """A moved or copied file: the same bytes are indexed already, with the same caption, so their vectors
+    serve again and nothing is decoded or encoded."""
+    digest = content_hash(data)
+    original = same_content(digest)
+    if original is None or original.path == str(source.path) or _caption(source, limits) != original.caption:
+        return None
+    record = _base_record(
+        source,
+        modality=original.modality,
+        media_type=original.media_type,
+        content_hash=digest,
+        width=original.width,
+        height=original.height,
+        duration=original.duration,
+        caption=original.caption,
+        text_excerpt=original.text_excerpt,
+        transcript=original.transcript,
+        transcript_segments=original.transcript_segments,
+    )
+    body = original.transcript if original.modality == Modality.AUDIO else None
+    if original.modality == Modality.TEXT:
+        body = decode_text(data)
+    return DecodedFile(source, Outcome.DECODED, record=record, text=body, reuse_from=original.id)
 
 
 def _caption(source: SourceFile, limits: ReadLimits) -> str | None:

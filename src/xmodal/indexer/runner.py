@@ -28,7 +28,7 @@ from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog, FileState
-from xmodal.store.models import ItemStatus
+from xmodal.store.models import Item, ItemStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +64,7 @@ class IndexReport:
     vectors_added: int = 0
     repaired: int = 0
     pruned: int = 0
+    reused: int = 0  # moved or copied files whose vectors were copied, not encoded
     deferred: int = 0  # left for the next run by max_items
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_reasons: Counter[str] = field(default_factory=Counter)
@@ -132,8 +133,6 @@ class Indexer:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
             scan = self._scan(roots, report)
-            if prune:
-                report.pruned = self._prune(roots, scan.seen)
             # Only spaces whose weights can be had count; nothing loads until there is work.
             todo = scan.select([space for space in self.spaces if space.encoder.weights_reachable()])
             if todo:  # only now load the models, and drop what only the unavailable ones lacked
@@ -144,6 +143,8 @@ class Indexer:
                 report.deferred, todo = len(todo) - max_items, todo[:max_items]
             if todo:
                 self._process(todo, active, self._activate_transcriber(report), report)
+            if prune:  # after processing, so a moved file found its old self and reused its vectors
+                report.pruned = self._prune(roots, scan.seen)
             status = "finished"
         finally:
             self.spaces.save()
@@ -224,10 +225,21 @@ class Indexer:
         report: IndexReport,
     ) -> None:
         settings = self.settings
+        coverage = self.catalog.spaces_by_item()
+
+        def same_content(content_hash: str) -> Item | None:
+            """An indexed copy whose vectors cover every active space (else the file is embedded afresh)."""
+            original = self.catalog.item_with_content(content_hash)
+            if original is None or original.modality is None:
+                return None
+            state = FileState(original.id, 0, 0, None, original.status, original.modality, _has_text(original))
+            return original if _covered(state, coverage, active) else None
+
         preparers = Preparers(
             images={space.name: space.encoder.prepare_image for space in active if space.embeds(Modality.IMAGE)},
             audio={space.name: space.encoder.prepare_audio for space in active if space.embeds(Modality.AUDIO)},
             transcriber=transcriber,
+            same_content=same_content,
         )
         known_paths = set(self.catalog.file_states(str(source.path) for source in todo))
         timings = Counter[str]()
@@ -282,6 +294,8 @@ class Indexer:
             report.updated += 1
         else:
             report.indexed += 1
+        if decoded.reuse_from is not None:
+            report.reused += 1
 
 
 @dataclass
@@ -309,6 +323,10 @@ class _Scan:
         return [
             source for source, state in self.candidates if state is None or not _covered(state, self.coverage, active)
         ]
+
+
+def _has_text(item: Item) -> bool:
+    return item.caption is not None or item.transcript is not None or item.modality == Modality.TEXT
 
 
 def _unchanged(source: SourceFile, state: FileState) -> bool:

@@ -165,6 +165,25 @@ class Catalog:
                 found.update({item.id: item for item in session.scalars(select(Item).where(Item.id.in_(part)))})
         return found
 
+    def item_with_content(self, content_hash: str) -> Item | None:
+        """An indexed item whose file has exactly these bytes (the lowest id), if any."""
+        query = (
+            select(Item)
+            .where(Item.content_hash == content_hash, Item.status == ItemStatus.OK)
+            .order_by(Item.id)
+            .limit(1)
+        )
+        with self.session() as session:
+            return session.scalars(query).first()
+
+    def embeddings_of(self, item_id: int, space: str) -> list[Embedding]:
+        """An item's embedding rows in ``space``, by chunk."""
+        query = (
+            select(Embedding).where(Embedding.item_id == item_id, Embedding.space == space).order_by(Embedding.chunk)
+        )
+        with self.session() as session:
+            return list(session.scalars(query))
+
     def failures(self, limit: int = 1000) -> list[tuple[str, str]]:
         """(path, reason) of failed items, by path."""
         query = select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED).order_by(Item.path)
