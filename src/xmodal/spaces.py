@@ -18,11 +18,20 @@ from xmodal.config import Settings
 from xmodal.encoders import Encoder, build_encoder
 from xmodal.modality import Modality
 from xmodal.store.catalog import Catalog
-from xmodal.store.vectors import SpaceHeader, VectorIndex
+from xmodal.store.vectors import INDEX_FILE, SpaceHeader, VectorIndex
 
 log = logging.getLogger(__name__)
 
 EncoderBuilder = Callable[[str, Settings], Encoder]
+
+
+def _version(directory: Path) -> tuple[int, int] | None:
+    """Identity of the published index file: a new publication is a new file (inode) or a new mtime."""
+    try:
+        info = (directory / INDEX_FILE).stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
 
 
 class VectorSpace:
@@ -34,6 +43,7 @@ class VectorSpace:
         self.directory = directory
         self.catalog = catalog
         self._index: VectorIndex | None = None
+        self._loaded_version: tuple[int, int] | None = None
         self._checked = False
         self._lock = threading.Lock()
 
@@ -44,8 +54,27 @@ class VectorSpace:
         """The saved index as it is, without loading the encoder (``None`` before the first vector)."""
         with self._lock:
             if self._index is None:
+                self._loaded_version = _version(self.directory)
                 self._index = VectorIndex.load(self.directory)
             return self._index
+
+    def refresh(self) -> bool:
+        """Pick up a newer saved index (another process indexed and published one); True if it did.
+
+        Indexes are published by an atomic rename, so a reader sees the old file or the new one, never half of
+        one; queries already running keep the index object they started with.
+        """
+        with self._lock:
+            if self._index is None or self._index.dirty:
+                return False  # not loaded yet, or this process is the one writing
+            version = _version(self.directory)
+            if version == self._loaded_version or version is None:
+                return False
+            fresh = VectorIndex.load(self.directory)
+            if fresh is None:
+                return False
+            self._index, self._loaded_version = fresh, version
+            return True
 
     def checked_index(self) -> VectorIndex:
         """The index, created if needed, after checking that it was built by this space's encoder."""
@@ -144,3 +173,8 @@ class SpaceSet:
     def save(self) -> None:
         for space in self:
             space.save()
+
+    def refresh(self) -> None:
+        """Pick up indexes another process published since they were loaded."""
+        for space in self:
+            space.refresh()

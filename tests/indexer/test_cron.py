@@ -112,3 +112,18 @@ def test_moved_and_copied_files_keep_their_vectors(engine: Engine, tmp_path: Pat
     )
     assert copy.space_scores["clip"] == pytest.approx(before.space_scores["clip"])  # the very same vector
     assert encoder.loaded  # (the query encoded; the copy itself was not re-encoded: see vectors_added)
+
+
+def test_a_running_server_picks_up_a_new_index_without_reopening(
+    settings: Settings, tmp_path: Path, encoder_pool
+) -> None:  # type: ignore[no-untyped-def]
+    root = write_corpus(tmp_path / "corpus", images=2, texts=2)
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as server:
+        assert server.search("river", k=10) == []  # nothing indexed yet
+        with Engine.open(settings=settings, build_encoder=encoder_pool) as nightly:
+            nightly.index([root])
+        assert len(server.search("river", k=10, space="text")) == 3  # two texts and one captioned image
+        (root / "late.txt").write_text("a lighthouse on the harbor")
+        with Engine.open(settings=settings, build_encoder=encoder_pool) as nightly:
+            nightly.index([root])
+        assert "late.txt" in {Path(r.path).name for r in server.search("lighthouse", k=10, space="text")}

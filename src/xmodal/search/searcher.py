@@ -80,6 +80,7 @@ class Searcher:
         return self.settings.lexical and self.catalog.lexical_supported
 
     def search(self, query: SearchQuery) -> SearchResponse:
+        self.spaces.refresh()  # a nightly run may have published new indexes since the last query
         run = _Run(query, SearchResponse(results=[]))
         clock = _Clock(run.response.timings)
         with clock("encode"):
