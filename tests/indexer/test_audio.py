@@ -92,6 +92,9 @@ def test_speech_is_transcribed_and_found_by_text_with_its_time(engine: Engine, t
     assert Path(top.path).name == "speech.wav"
     assert top.transcript is not None and "cat" in top.transcript.lower()
     assert top.time_span is not None and top.time_span[0] < top.time_span[1] <= 4.0
+    fused = engine.search("a cat on a fence", k=3)  # text, lexical and the random test models together
+    speech = next(r for r in fused if Path(r.path).name == "speech.wav")
+    assert speech.time_span is not None  # located even when the lexical space contributes most
     by_name = {Path(r.path).name: r for r in engine.search("anything", k=10, space="clap", modalities=["audio"])}
     assert by_name["tone.wav"].transcript is None and by_name["noise.wav"].transcript is None
 

@@ -11,7 +11,7 @@ from tests.conftest import make_settings, write_corpus
 from xmodal.config import DEFAULT_CLIP_ENCODER, Settings
 from xmodal.encoders import Encoder
 from xmodal.engine import Engine
-from xmodal.errors import InvalidQueryError, SpaceMismatchError, WeightsUnavailableError
+from xmodal.errors import SpaceMismatchError, WeightsUnavailableError
 
 
 def test_indexing_goes_on_without_clip_weights_and_catches_up_later(
@@ -31,8 +31,8 @@ def test_indexing_goes_on_without_clip_weights_and_catches_up_later(
         assert sorted(response.spaces_searched) == ["clap", "lexical", "text"]
         with pytest.raises(WeightsUnavailableError):
             engine.search("river", space="clip")
-        with pytest.raises(InvalidQueryError, match="No space that can embed"):
-            engine.search(image=root / "image_000.png")
+        with pytest.raises(WeightsUnavailableError, match="xmodal models pull"):
+            engine.search(image=root / "image_000.png")  # only clip embeds images: the remedy, not a 4xx
 
     with Engine.open(settings=make_settings(home, tiny_clip_dir, tiny_clap_dir), build_encoder=encoder_pool) as engine:
         catch_up = engine.index([root])

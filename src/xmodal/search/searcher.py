@@ -50,6 +50,7 @@ class _Run:
     lexical: list[Source] = field(default_factory=list)
     candidates: dict[int, SpaceHit] = field(default_factory=dict)  # item -> the hit that found it first
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
+    unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
 
 class _Clock:
@@ -86,9 +87,8 @@ class Searcher:
         with clock("encode"):
             self._prepare_sources(run)
         if not run.dense and not run.lexical:
-            if run.response.spaces_unavailable:
-                reasons = "; ".join(f"{name}: {why}" for name, why in run.response.spaces_unavailable.items())
-                raise InvalidQueryError(f"No space that can embed this query is available ({reasons}).")
+            if run.unavailable:  # no space could embed the query: the server lacks a model, not a client error
+                raise run.unavailable[0]
             return run.response
         with clock("ann"):
             self._gather_candidates(run)
@@ -188,6 +188,7 @@ class Searcher:
             if run.query.space is not None:
                 raise
             run.response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
+            run.unavailable.append(exc)
             return None
         encoder = space.encoder
         if part.kind is PartKind.TEXT:
@@ -276,10 +277,11 @@ class Searcher:
                     evidence[item_id].calibrated[source] = self.settings.lexical_top_z * scores[item_id] / top
         locations: dict[int, tuple[Source, int | None]] = {}
         for item_id, found in evidence.items():
-            positive = [s for s in found.calibrated if s.weight > 0]
-            if positive:
-                source = max(positive, key=lambda s: (s.weight * found.calibrated[s], s.space, s.part))
-                locations[item_id] = (source, best_vector.get((item_id, source)))
+            # Where the item matched: its strongest positive source that points at a chunk or window.
+            located = [s for s in found.calibrated if s.weight > 0 and (item_id, s) in best_vector]
+            if located:
+                source = max(located, key=lambda s: (s.weight * found.calibrated[s], s.space, s.part))
+                locations[item_id] = (source, best_vector[(item_id, source)])
         return evidence, locations
 
     def _representatives(self, run: _Run, items: dict[int, Item]) -> dict[int, dict[str, np.ndarray]]:
