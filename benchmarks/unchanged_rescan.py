@@ -25,22 +25,7 @@ from common import write_result
 
 from xmodal import Engine, Settings
 
-WORDS = [
-    "river",
-    "mountain",
-    "forest",
-    "city",
-    "street",
-    "night",
-    "morning",
-    "winter",
-    "summer",
-    "ocean",
-    "boat",
-    "train",
-    "garden",
-    "flower",
-]
+WORDS = ["harbor", "lantern", "meadow", "quarry", "thistle"]  # any short words will do
 
 
 def write_tree(root: Path, files: int, seed: int = 0) -> None:

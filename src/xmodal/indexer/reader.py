@@ -159,25 +159,26 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> Dec
             f"file is {source.size} bytes, over the limit of {limits.max_file_bytes} (XMODAL_MAX_FILE_BYTES)"
         )
     data = source.path.read_bytes()
+    digest = content_hash(data)
     if preparers.same_content is not None:
-        reused = _reuse(source, data, limits, preparers.same_content)
+        reused = _reuse(source, data, digest, limits, preparers.same_content)
         if reused is not None:
             return reused
     mime = sniff(data)
     modality = modality_of(mime)
     if modality is Modality.IMAGE:
-        return _decode_image(source, data, limits, preparers.images)
+        return _decode_image(source, data, digest, limits, preparers.images)
     if modality is Modality.AUDIO and audio_supported():
-        return _decode_audio(source, data, limits, preparers)
+        return _decode_audio(source, data, digest, limits, preparers)
     if modality is None and source.extension in limits.text_extensions:
-        return _decode_text(source, data, limits)
+        return _decode_text(source, data, digest, limits)
     claimed = source.extension or "(no extension)"
     found = f"{mime} content" if mime else "content that is not a known media format"
     raise DecodeError(f"named as a {claimed} file, but holds {found}")
 
 
 def _decode_image(
-    source: SourceFile, data: bytes, limits: ReadLimits, preparers: Mapping[str, ImagePreparer]
+    source: SourceFile, data: bytes, digest: str, limits: ReadLimits, preparers: Mapping[str, ImagePreparer]
 ) -> DecodedFile:
     decoded = decode_image(data, limits.image)
     caption = _caption(source, limits)
@@ -185,7 +186,7 @@ def _decode_image(
         source,
         modality=Modality.IMAGE,
         media_type=decoded.media_type,
-        content_hash=content_hash(data),
+        content_hash=digest,
         width=decoded.width,
         height=decoded.height,
         caption=caption,
@@ -195,11 +196,10 @@ def _decode_image(
 
 
 def _reuse(
-    source: SourceFile, data: bytes, limits: ReadLimits, same_content: Callable[[str], Item | None]
+    source: SourceFile, data: bytes, digest: str, limits: ReadLimits, same_content: Callable[[str], Item | None]
 ) -> DecodedFile | None:
     """A moved or copied file: the same bytes are indexed already, with the same caption, so their vectors
     serve again and nothing is decoded or encoded."""
-    digest = content_hash(data)
     original = same_content(digest)
     if original is None or original.path == str(source.path) or _caption(source, limits) != original.caption:
         return None
@@ -231,7 +231,9 @@ def _caption(source: SourceFile, limits: ReadLimits) -> str | None:
         return None  # a sidecar that vanished or cannot be read only costs the caption
 
 
-def _decode_audio(source: SourceFile, data: bytes, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
+def _decode_audio(
+    source: SourceFile, data: bytes, digest: str, limits: ReadLimits, preparers: Preparers
+) -> DecodedFile:
     decoded = decode_audio(data, limits.audio)
     caption = _caption(source, limits)
     transcript = None
@@ -241,7 +243,7 @@ def _decode_audio(source: SourceFile, data: bytes, limits: ReadLimits, preparers
         source,
         modality=Modality.AUDIO,
         media_type=decoded.media_type,
-        content_hash=content_hash(data),
+        content_hash=digest,
         duration=decoded.duration,
         caption=caption,
         transcript=transcript.text if transcript else None,
@@ -253,7 +255,7 @@ def _decode_audio(source: SourceFile, data: bytes, limits: ReadLimits, preparers
     return DecodedFile(source, Outcome.DECODED, record=record, text=text, prepared_audio=prepared)
 
 
-def _decode_text(source: SourceFile, data: bytes, limits: ReadLimits) -> DecodedFile:
+def _decode_text(source: SourceFile, data: bytes, digest: str, limits: ReadLimits) -> DecodedFile:
     if len(data) > limits.max_text_bytes:
         raise DecodeError(
             f"text file is {len(data)} bytes, over the limit of {limits.max_text_bytes} (XMODAL_MAX_TEXT_BYTES)"
@@ -266,7 +268,7 @@ def _decode_text(source: SourceFile, data: bytes, limits: ReadLimits) -> Decoded
         source,
         modality=Modality.TEXT,
         media_type="text/markdown" if source.extension == ".md" else "text/plain",
-        content_hash=content_hash(data),
+        content_hash=digest,
         text_excerpt=excerpt,
     )
     return DecodedFile(source, Outcome.DECODED, record=record, text=text)
