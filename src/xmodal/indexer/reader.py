@@ -89,8 +89,8 @@ class DecodedFile:
     reuse_from: int | None = None  # an indexed item with the same bytes: copy its vectors, encode nothing
 
 
-def read_file(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
-    """Decode ``source`` and run ``preparers`` on it, so the encoders get their inputs ready-made."""
+def precheck(source: SourceFile, limits: ReadLimits) -> DecodedFile | None:
+    """The skip a file gets without decoding (by its name, or by its first bytes when its name says nothing)."""
     ext = source.extension
     if ext in UNSUPPORTED_IMAGE_EXTENSIONS:
         return DecodedFile(source, Outcome.SKIPPED, reason=f"{ext} files are not indexed yet")
@@ -98,10 +98,20 @@ def read_file(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> D
         return DecodedFile(
             source, Outcome.SKIPPED, reason="audio support is not installed: pip install 'xmodal[audio]'"
         )
-    known = ext in limits.text_extensions or ext in image_extensions() or ext in AUDIO_EXTENSIONS
+    if ext in limits.text_extensions or ext in image_extensions() or ext in AUDIO_EXTENSIONS:
+        return None
     try:
-        if not known and not _sniffs_as_media(source):
-            return DecodedFile(source, Outcome.SKIPPED, reason="not an image, audio or text file")
+        if _sniffs_as_media(source):
+            return None
+    except OSError as exc:
+        return _failed(source, f"cannot read file: {exc.strerror or exc}")
+    return DecodedFile(source, Outcome.SKIPPED, reason="not an image, audio or text file")
+
+
+def read_file(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile:
+    """Decode ``source`` and run ``preparers`` on it, so the encoders get their inputs ready-made. The caller has
+    already passed it through :func:`precheck`."""
+    try:
         return _decode(source, limits, preparers)
     except DecodeError as exc:
         return _failed(source, str(exc))

@@ -22,12 +22,12 @@ from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
 from xmodal.indexer.embed import embed_batch
-from xmodal.indexer.reader import DecodedFile, Outcome, Preparers, ReadLimits, read_file
+from xmodal.indexer.reader import DecodedFile, Outcome, Preparers, ReadLimits, precheck, read_file
 from xmodal.indexer.sources import SourceFile, walk
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
-from xmodal.store.catalog import Catalog, FileState
+from xmodal.store.catalog import Catalog, FileState, WriteRequest
 from xmodal.store.models import Item, ItemStatus
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,14 @@ class Indexer:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
             scan = self._scan(roots, report)
-            # Only spaces whose weights can be had count; nothing loads until there is work.
-            todo = scan.select([space for space in self.spaces if space.encoder.weights_reachable()])
+            # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
+            # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
+            todo = self._precheck(scan.select([s for s in self.spaces if s.encoder.weights_reachable()]), report)
             if todo:  # only now load the models, and drop what only the unavailable ones lacked
                 active = self._activate_spaces(report)
-                todo = scan.select(active) if len(active) < len(self.spaces.names()) else todo
+                if len(active) < len(self.spaces.names()):
+                    wanted = {source.path for source in scan.select(active)}
+                    todo = [source for source in todo if source.path in wanted]
             report.unchanged = scan.count - len(todo)
             if max_items is not None and len(todo) > max_items:
                 report.deferred, todo = len(todo) - max_items, todo[:max_items]
@@ -152,6 +155,18 @@ class Indexer:
             report.timings["total_s"] = time.perf_counter() - started
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
         return report
+
+    def _precheck(self, todo: list[SourceFile], report: IndexReport) -> list[SourceFile]:
+        remaining = []
+        for source in todo:
+            outcome = precheck(source, self.limits)
+            if outcome is None:
+                remaining.append(source)
+            else:
+                self._count(outcome, set(), report)
+                if outcome.record is not None:  # unreadable: recorded like any failure
+                    self.catalog.write_items([WriteRequest(outcome.record)])
+        return remaining
 
     def _check_changed_encoders(self) -> None:
         """A space whose configured encoder spec is not the one it was built with must prove it is the same model
