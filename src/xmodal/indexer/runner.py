@@ -135,13 +135,15 @@ class Indexer:
             scan = self._scan(roots, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
-            todo = self._precheck(scan.select([s for s in self.spaces if s.encoder.weights_reachable()]), report)
+            selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()])
+            report.unchanged = scan.count - len(selected)
+            todo = self._precheck(selected, report)
             if todo:  # only now load the models, and drop what only the unavailable ones lacked
                 active = self._activate_spaces(report)
                 if len(active) < len(self.spaces.names()):
                     wanted = {source.path for source in scan.select(active)}
+                    report.unchanged += sum(1 for source in todo if source.path not in wanted)
                     todo = [source for source in todo if source.path in wanted]
-            report.unchanged = scan.count - len(todo)
             if max_items is not None and len(todo) > max_items:
                 report.deferred, todo = len(todo) - max_items, todo[:max_items]
             if todo:
