@@ -166,10 +166,6 @@ class SpaceSet:
     def names(self) -> list[str]:
         return list(self._spaces)
 
-    def embedding(self, modality: Modality) -> list[VectorSpace]:
-        """The spaces whose encoder embeds ``modality``."""
-        return [space for space in self if space.embeds(modality)]
-
     def save(self) -> None:
         for space in self:
             space.save()

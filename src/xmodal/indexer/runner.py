@@ -147,7 +147,7 @@ class Indexer:
             if max_items is not None and len(todo) > max_items:
                 report.deferred, todo = len(todo) - max_items, todo[:max_items]
             if todo:
-                self._process(todo, active, self._activate_transcriber(report), report)
+                self._process(todo, active, self._activate_transcriber(report), scan.coverage, report)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
                 report.pruned = self._prune(roots, scan.seen)
             status = "finished"
@@ -239,10 +239,10 @@ class Indexer:
         todo: list[SourceFile],
         active: list[VectorSpace],
         transcriber: Transcriber | None,
+        coverage: dict[int, set[str]],
         report: IndexReport,
     ) -> None:
         settings = self.settings
-        coverage = self.catalog.spaces_by_item()
 
         def same_content(content_hash: str) -> Item | None:
             """An indexed copy whose vectors cover every active space (else the file is embedded afresh)."""

@@ -18,9 +18,9 @@ from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
-from xmodal.search.query import Contribution, PartKind, QueryPart, SearchQuery, SearchResult, SpaceHit, encode_cursor
+from xmodal.search.query import Contribution, PartKind, QueryPart, SearchQuery, SearchResult, encode_cursor
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
-from xmodal.search.retrieval import FilterPlan, search_space
+from xmodal.search.retrieval import FilterPlan, is_selective, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
 from xmodal.store.models import Item
@@ -48,7 +48,7 @@ class _Run:
     response: SearchResponse
     dense: dict[Source, np.ndarray] = field(default_factory=dict)  # source -> query vector
     lexical: list[Source] = field(default_factory=list)
-    candidates: dict[int, SpaceHit] = field(default_factory=dict)  # item -> the hit that found it first
+    candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
@@ -217,26 +217,21 @@ class Searcher:
         excluded = {int(p.value) for p in query.parts if p.kind is PartKind.ITEM}
         pool = max(self.settings.fusion_candidates, 2 * (query.offset + query.k)) + len(excluded)
         plans: dict[str, FilterPlan] = {}
+        selective = is_selective(self.catalog, query.item_filter, below=self.settings.filter_selective_below)
         for source, vector in run.dense.items():
             if source.weight <= 0:
                 continue  # negative parts only push candidates down; they never bring any in
             space = self.spaces[source.space]
             if source.space not in plans:
-                plans[source.space] = FilterPlan.build(
-                    space, query.item_filter, selective_below=self.settings.filter_selective_below
-                )
-            for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
-                run.candidates.setdefault(hit.item_id, hit)
+                plans[source.space] = FilterPlan.build(space, query.item_filter, selective=selective)
+            run.candidates.update(hit.item_id for hit in search_space(space, vector, k=pool, plan=plans[source.space]))
         for source in run.lexical:
             if source.weight <= 0:
                 continue
             found = self.catalog.lexical_search(query.parts[source.part].value, pool)
             allowed = self.catalog.matching_ids(query.item_filter, within=[item_id for item_id, _ in found])
-            for item_id, score in found:
-                if item_id in allowed:
-                    run.candidates.setdefault(item_id, SpaceHit(item_id, score, None, LEXICAL))
-        for item_id in excluded:
-            run.candidates.pop(item_id, None)
+            run.candidates.update(item_id for item_id, _ in found if item_id in allowed)
+        run.candidates -= excluded
 
     def _space_vectors(self, run: _Run, space: str, item_ids: list[int]) -> dict[int, list[tuple[int, np.ndarray]]]:
         """Item id -> its (vector id, vector) pairs in ``space``, read once per search."""

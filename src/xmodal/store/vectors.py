@@ -61,11 +61,6 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(handle.name, path)
 
 
-def gpu_available() -> bool:
-    """True when this FAISS build has GPU support and sees a GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
 class VectorIndex:
     """A space's vectors: add, remove, search, reconstruct, save. Thread-safe."""
 
