@@ -49,8 +49,10 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL from sysexits.h: cron and systemd read it as "tr
 _USAGE_ERRORS = (ConfigError, InvalidQueryError, NotFoundError, SpaceMismatchError, WeightsUnavailableError)
 
 
-def _settings(home: Path | None) -> Settings:
-    return Settings(home=home) if home is not None else Settings()
+def _settings(home: Path | None, **overrides: object) -> Settings:
+    """Settings from the environment, with ``--home`` and other command-line options on top."""
+    values = {key: value for key, value in {"home": home, **overrides}.items() if value is not None}
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def _console() -> Console:
@@ -133,11 +135,17 @@ def index(
     prune: Annotated[bool, typer.Option("--prune", help="Forget items whose files are gone.")] = False,
     max_items: Annotated[int | None, typer.Option("--max-items", min=1, help="Process at most this many.")] = None,
     report_file: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary here.")] = None,
+    target_recall: Annotated[
+        float | None,
+        typer.Option(
+            "--target-recall", min=0.01, max=1.0, help="Tune approximate indexes to this recall@10 (default 0.95)."
+        ),
+    ] = None,
 ) -> None:
     """Index files and folders: new and changed files are embedded, unchanged ones skipped."""
     console = _console()
     show_bar = not quiet and not as_json and sys.stderr.isatty()
-    with Engine.open(settings=_settings(home)) as engine:
+    with Engine.open(settings=_settings(home, index_target_recall=target_recall)) as engine:
         report = engine.index(paths, progress=BarProgress() if show_bar else None, prune=prune, max_items=max_items)
     if report_file is not None:
         report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -249,11 +257,25 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
     console.print("items: " + (", ".join(f"{k} {v}" for k, v in sorted(info.items_by_modality.items())) or "none"))
     console.print("status: " + (", ".join(f"{k} {v}" for k, v in sorted(info.items_by_status.items())) or "none"))
     table = Table(show_header=True)
-    for column in ("space", "encoder", "vectors", "dim", "fingerprint"):
+    for column in ("space", "encoder", "vectors", "dim", "index", "search effort", "fingerprint"):
         table.add_column(column, overflow="fold")
     for space in info.spaces:
-        table.add_row(space.name, space.encoder_spec, str(space.vectors), str(space.dim or ""), space.fingerprint or "")
+        table.add_row(
+            space.name,
+            space.encoder_spec,
+            str(space.vectors) + (f" (+{space.tombstones} removed)" if space.tombstones else ""),
+            str(space.dim or ""),
+            space.index,
+            _effort(space.search_effort),
+            space.fingerprint or "",
+        )
     console.print(table)
+
+
+def _effort(tuning: dict[str, float | int | None]) -> str:
+    knob = next((f"{name}={tuning[name]}" for name in ("ef_search", "nprobe") if tuning.get(name)), "exact")
+    recall = tuning.get("measured_recall")
+    return knob if recall is None or knob == "exact" else f"{knob} (recall@10 {recall:.3f})"
 
 
 @models_app.command("pull")

@@ -11,7 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import ByteSize, Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CLIP_ENCODER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     checkpoint_every: PositiveInt = Field(
         default=2048, description="Items indexed between saves of the vector indexes (a crash redoes at most these)."
     )
+
+    index_exact_below: PositiveInt = Field(
+        default=50_000, description="Spaces with fewer vectors are searched exactly (flat index)."
+    )
+    index_ivf_above: PositiveInt = Field(
+        default=2_000_000, description="Spaces with more vectors (or past the memory budget) use OPQ + IVF-PQ."
+    )
+    index_memory_budget: ByteSize = Field(
+        default=ByteSize(8 * 2**30), description="Memory one space's index may take, e.g. 8GiB; decides HNSW vs IVF-PQ."
+    )
+    index_target_recall: float = Field(
+        default=0.95, gt=0, le=1, description="Recall@10 the search effort (efSearch, nprobe) is tuned to reach."
+    )
+    index_hnsw_m: PositiveInt = Field(default=32, description="Neighbours per HNSW node.")
+    index_compact_ratio: float = Field(
+        default=0.1, gt=0, description="Rebuild an HNSW/IVF index once removed vectors pass this share of live ones."
+    )
+    index_tune_queries: PositiveInt = Field(default=200, description="Sample queries used to tune search effort.")
 
     max_file_bytes: PositiveInt = Field(default=256 * 2**20, description="Larger files are recorded as failed.")
     max_image_pixels: PositiveInt = Field(default=89_478_485, description="Decompression-bomb limit (pixels).")

@@ -45,6 +45,9 @@ class SpaceStats:
     vectors: int
     dim: int | None
     fingerprint: str | None
+    index: str = "Flat"  # FAISS factory key of the published index
+    tombstones: int = 0  # removed vectors the index still holds until its next compaction
+    search_effort: dict[str, float | int | None] = field(default_factory=dict)  # efSearch/nprobe and recall
 
 
 @dataclass
@@ -282,6 +285,7 @@ class Engine:
         spaces = []
         for space in self.spaces:
             row = self.catalog.get_space(space.name)
+            index = space.stored_index()
             spaces.append(
                 SpaceStats(
                     name=space.name,
@@ -289,6 +293,9 @@ class Engine:
                     vectors=space.size,
                     dim=row.dim if row else None,
                     fingerprint=row.fingerprint if row else None,
+                    index=index.header.index_key if index else "Flat",
+                    tombstones=index.tombstones if index else 0,
+                    search_effort=index.tuning.as_dict() if index else {},
                 )
             )
         return EngineStats(

@@ -17,33 +17,46 @@ import numpy as np
 from xmodal.config import Settings
 from xmodal.encoders import Encoder, build_encoder
 from xmodal.modality import Modality
+from xmodal.store.ann import IndexPolicy
 from xmodal.store.catalog import Catalog
-from xmodal.store.vectors import INDEX_FILE, SpaceHeader, VectorIndex
+from xmodal.store.vectors import SpaceHeader, VectorIndex, current_version
 
 log = logging.getLogger(__name__)
 
 EncoderBuilder = Callable[[str, Settings], Encoder]
 
 
-def _version(directory: Path) -> tuple[int, int] | None:
-    """Identity of the published index file: a new publication is a new file (inode) or a new mtime."""
-    try:
-        info = (directory / INDEX_FILE).stat()
-    except OSError:
-        return None
-    return info.st_ino, info.st_mtime_ns
+def index_policy(settings: Settings) -> IndexPolicy:
+    """The settings' ``index_*`` fields as the store's index policy."""
+    return IndexPolicy(
+        exact_below=settings.index_exact_below,
+        ivf_above=settings.index_ivf_above,
+        memory_budget_bytes=int(settings.index_memory_budget),
+        hnsw_m=settings.index_hnsw_m,
+        target_recall=settings.index_target_recall,
+        tune_queries=settings.index_tune_queries,
+        compact_ratio=settings.index_compact_ratio,
+    )
+
+
+def _version(directory: Path) -> Path | None:
+    """The published version's folder: each publication is a new folder."""
+    return current_version(directory)
 
 
 class VectorSpace:
     """One named space. The index is opened lazily and checked against the encoder's fingerprint."""
 
-    def __init__(self, name: str, encoder: Encoder, directory: Path, catalog: Catalog) -> None:
+    def __init__(
+        self, name: str, encoder: Encoder, directory: Path, catalog: Catalog, policy: IndexPolicy | None = None
+    ) -> None:
         self.name = name
         self.encoder = encoder
         self.directory = directory
         self.catalog = catalog
+        self.policy = policy or IndexPolicy()
         self._index: VectorIndex | None = None
-        self._loaded_version: tuple[int, int] | None = None
+        self._loaded_version: Path | None = None
         self._checked = False
         self._lock = threading.Lock()
 
@@ -55,7 +68,7 @@ class VectorSpace:
         with self._lock:
             if self._index is None:
                 self._loaded_version = _version(self.directory)
-                self._index = VectorIndex.load(self.directory)
+                self._index = VectorIndex.load(self.directory, self.policy)
             return self._index
 
     def refresh(self) -> bool:
@@ -70,7 +83,7 @@ class VectorSpace:
             version = _version(self.directory)
             if version == self._loaded_version or version is None:
                 return False
-            fresh = VectorIndex.load(self.directory)
+            fresh = VectorIndex.load(self.directory, self.policy)
             if fresh is None:
                 return False
             self._index, self._loaded_version = fresh, version
@@ -82,7 +95,7 @@ class VectorSpace:
         with self._lock:
             if index is None:
                 header = SpaceHeader(self.name, self.encoder.spec, self.encoder.fingerprint, self.encoder.dim)
-                self._index = index = VectorIndex.create(self.directory, header)
+                self._index = index = VectorIndex.create(self.directory, header, self.policy)
                 self.catalog.save_space(
                     name=self.name,
                     encoder_spec=header.encoder_spec,
@@ -147,9 +160,10 @@ class SpaceSet:
     @classmethod
     def from_settings(cls, settings: Settings, catalog: Catalog, build: EncoderBuilder = build_encoder) -> SpaceSet:
         """The settings' spaces; ``build`` makes each encoder (tests pass one that shares loaded models)."""
+        policy = index_policy(settings)
         return cls(
             {
-                name: VectorSpace(name, build(spec, settings), settings.spaces_dir / name, catalog)
+                name: VectorSpace(name, build(spec, settings), settings.spaces_dir / name, catalog, policy)
                 for name, spec in settings.space_encoders().items()
             }
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from xmodal.search.query import SpaceHit
@@ -49,16 +48,13 @@ def search_space(space: VectorSpace, query: np.ndarray, *, k: int, plan: FilterP
     if index is None or index.ntotal == 0:
         return []
     plan = plan or FilterPlan(ItemFilter())
-    params = None
-    if plan.selector_ids is not None:
-        if len(plan.selector_ids) == 0:
-            return []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(plan.selector_ids))
+    if plan.selector_ids is not None and len(plan.selector_ids) == 0:
+        return []
     limit = index.ntotal if plan.selector_ids is None else len(plan.selector_ids)
     fetch = min(k * _OVERFETCH, limit)
     post_filter = plan.selector_ids is None and not plan.item_filter.empty
     while True:
-        scores, ids = index.search(query.reshape(1, -1), fetch, params=params)
+        scores, ids = index.search(query.reshape(1, -1), fetch, allowed=plan.selector_ids)
         hits = _best_per_item(space, scores[0], ids[0])
         if post_filter:
             allowed = space.catalog.matching_ids(plan.item_filter, within=[h.item_id for h in hits])
