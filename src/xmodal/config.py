@@ -76,7 +76,11 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="After a model failed to load, wait this long to retry."
     )
 
-    batch_size: PositiveInt = Field(default=32, description="Items per encoder batch.")
+    batch_size: PositiveInt = Field(default=32, description="Items per encoder batch (the start, on a GPU).")
+    auto_batch_size: bool = Field(
+        default=True, description="On a GPU, double the batch while it fits; halve it on out-of-memory errors."
+    )
+    max_batch_size: PositiveInt = Field(default=512, description="Largest batch the automatic sizing tries.")
     decode_workers: PositiveInt = Field(default_factory=_default_workers, description="Decoding threads.")
     decode_queue_size: PositiveInt = Field(default=128, description="Decoded items waiting for the encoder, at most.")
     checkpoint_every: PositiveInt = Field(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from tests.conftest import write_corpus
 from xmodal.engine import Engine
 
@@ -56,3 +59,26 @@ def test_sidecar_caption_is_not_indexed_as_its_own_item(engine: Engine, tmp_path
     report = engine.index([root])
     assert report.indexed == 4
     assert engine.stats().items_by_modality == {"image": 4}
+
+
+def test_out_of_gpu_memory_mid_run_halves_the_batch_and_indexes_everything(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    root = write_corpus(tmp_path / "corpus", images=40, texts=0)
+    clip = engine.spaces["clip"].encoder
+    real = clip._encode_prepared_images
+    seen: list[int] = []
+
+    def small_gpu(prepared: list) -> np.ndarray:
+        seen.append(len(prepared))
+        if len(prepared) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(prepared)
+
+    monkeypatch.setattr(clip, "_encode_prepared_images", small_gpu)
+    report = engine.index([root])
+    assert report.indexed == 40 and report.failed == 0
+    assert engine.spaces["clip"].size == 40  # nothing lost to the failed batches
+    assert report.batch_size == 4 and max(seen) == engine.settings.batch_size

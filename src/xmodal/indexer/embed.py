@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.encoders.batching import BatchSizer
 from xmodal.indexer.reader import DecodedFile
 from xmodal.modality import Modality
 from xmodal.spaces import VectorSpace
@@ -28,7 +29,7 @@ class FileVectors:
 
 
 def embed_batch(
-    files: Sequence[DecodedFile], spaces: Sequence[VectorSpace], *, batch_size: int
+    files: Sequence[DecodedFile], spaces: Sequence[VectorSpace], *, sizer: BatchSizer
 ) -> list[dict[str, FileVectors]]:
     """For each file (in order): space name -> its vectors. Files a space cannot embed are absent there; a copy of
     an indexed file gets that file's vectors, and nothing is encoded for it."""
@@ -37,9 +38,9 @@ def embed_batch(
         if decoded.reuse_from is not None:
             results[position] = _copied(decoded.reuse_from, spaces)
     for space in spaces:
-        _embed_images(files, space, results)
-        _embed_audio(files, space, results, batch_size=batch_size)
-        _embed_texts(files, space, results, batch_size=batch_size)
+        _embed_images(files, space, results, sizer)
+        _embed_audio(files, space, results, sizer)
+        _embed_texts(files, space, results, sizer)
     return results
 
 
@@ -57,7 +58,7 @@ def _copied(item_id: int, spaces: Sequence[VectorSpace]) -> dict[str, FileVector
 
 
 def _embed_audio(
-    files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]], *, batch_size: int
+    files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]], sizer: BatchSizer
 ) -> None:
     """One vector per audio window; the window's start and end (ms) go into the embedding row."""
     if not space.embeds(Modality.AUDIO):
@@ -70,16 +71,19 @@ def _embed_audio(
             owners.append(position)
             windows.append(NewEmbedding(chunk=number, start=start_ms, end=end_ms))
             inputs.append(features)
-    _collect(space.encoder.encode_prepared_audio, space.name, owners, windows, inputs, results, batch_size)
+    _collect(space.encoder.encode_prepared_audio, space.name, owners, windows, inputs, results, sizer)
 
 
-def _embed_images(files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]]) -> None:
+def _embed_images(
+    files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]], sizer: BatchSizer
+) -> None:
     if not space.embeds(Modality.IMAGE):
         return
     positions = [i for i, f in enumerate(files) if space.name in f.prepared_images]
     if not positions:
         return
-    vectors = space.encoder.encode_prepared_images([files[i].prepared_images[space.name] for i in positions])
+    prepared = [files[i].prepared_images[space.name] for i in positions]
+    vectors = sizer.encode(space.encoder.encode_prepared_images, prepared)
     for position, vector in zip(positions, vectors, strict=True):
         results[position][space.name] = FileVectors([NewEmbedding()], [vector])
 
@@ -88,8 +92,7 @@ def _embed_texts(
     files: Sequence[DecodedFile],
     space: VectorSpace,
     results: list[dict[str, FileVectors]],
-    *,
-    batch_size: int,
+    sizer: BatchSizer,
 ) -> None:
     if not space.embeds(Modality.TEXT):
         return
@@ -103,7 +106,7 @@ def _embed_texts(
             owners.append(position)
             chunks.append(NewEmbedding(chunk=number, start=chunk.start, end=chunk.end))
             texts.append(chunk.text)
-    _collect(space.encoder.encode_texts, space.name, owners, chunks, texts, results, batch_size)
+    _collect(space.encoder.encode_texts, space.name, owners, chunks, texts, results, sizer)
 
 
 def _collect(
@@ -113,12 +116,12 @@ def _collect(
     embeddings: list[NewEmbedding],
     inputs: Sequence[Any],
     results: list[dict[str, FileVectors]],
-    batch_size: int,
+    sizer: BatchSizer,
 ) -> None:
     """Encode ``inputs`` in batches and file each vector under the file that owns it."""
-    for start in range(0, len(inputs), batch_size):
-        vectors = encode(inputs[start : start + batch_size])
-        for offset, vector in enumerate(vectors):
-            bucket = results[owners[start + offset]].setdefault(space, FileVectors())
-            bucket.embeddings.append(embeddings[start + offset])
-            bucket.vectors.append(vector)
+    if not inputs:
+        return
+    for position, vector in enumerate(sizer.encode(encode, inputs)):
+        bucket = results[owners[position]].setdefault(space, FileVectors())
+        bucket.embeddings.append(embeddings[position])
+        bucket.vectors.append(vector)

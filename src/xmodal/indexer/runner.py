@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from xmodal.config import Settings
+from xmodal.encoders.batching import BatchSizer
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
@@ -70,6 +71,7 @@ class IndexReport:
     skipped_reasons: Counter[str] = field(default_factory=Counter)
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 0  # encoder batch size at the end of the run (grows on a GPU)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -266,6 +268,7 @@ class Indexer:
             begin = time.perf_counter()
             return read_file(source, self.limits, preparers), time.perf_counter() - begin
 
+        sizer = BatchSizer.for_settings(settings)
         batch: list[DecodedFile] = []
         since_save = 0
         with ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="xmodal-decode") as pool:
@@ -276,22 +279,28 @@ class Indexer:
                     batch.append(decoded)
                 else:
                     self.progress.advance(1)
-                if len(batch) >= settings.batch_size:
-                    since_save += self._flush(batch, active, report, timings)
+                if len(batch) >= sizer.size:
+                    since_save += self._flush(batch, active, sizer, report, timings)
                     batch = []
                 if since_save >= settings.checkpoint_every:
                     self.spaces.save()
                     since_save = 0
-            self._flush(batch, active, report, timings)
+            self._flush(batch, active, sizer, report, timings)
         report.timings.update(timings)
+        report.batch_size = sizer.size
 
     def _flush(
-        self, batch: list[DecodedFile], active: list[VectorSpace], report: IndexReport, timings: Counter[str]
+        self,
+        batch: list[DecodedFile],
+        active: list[VectorSpace],
+        sizer: BatchSizer,
+        report: IndexReport,
+        timings: Counter[str],
     ) -> int:
         if not batch:
             return 0
         begin = time.perf_counter()
-        vectors = embed_batch(batch, active, batch_size=self.settings.batch_size)
+        vectors = embed_batch(batch, active, sizer=sizer)
         middle = time.perf_counter()
         report.vectors_added += write_batch(self.catalog, self.spaces, batch, vectors)
         timings["encode_s"] += middle - begin
