@@ -141,12 +141,27 @@ def index(
             "--target-recall", min=0.01, max=1.0, help="Tune approximate indexes to this recall@10 (default 0.95)."
         ),
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            flag_value="local",
+            help="Decode and encode on Ray: --ray alone starts a local cluster; --ray=ADDRESS joins one "
+            "(e.g. auto or ray://head:10001). Needs the distributed extra.",
+        ),
+    ] = None,
 ) -> None:
     """Index files and folders: new and changed files are embedded, unchanged ones skipped."""
     console = _console()
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     with Engine.open(settings=_settings(home, index_target_recall=target_recall)) as engine:
-        report = engine.index(paths, progress=BarProgress() if show_bar else None, prune=prune, max_items=max_items)
+        report = engine.index(
+            paths,
+            progress=BarProgress() if show_bar else None,
+            prune=prune,
+            max_items=max_items,
+            ray_address=ray_address,
+        )
     if report_file is not None:
         report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if as_json:

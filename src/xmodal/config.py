@@ -35,6 +35,15 @@ class DevicePreference(StrEnum):
     CUDA = "cuda"
 
 
+class JpegDecode(StrEnum):
+    """Where JPEGs for image encoders are decoded: ``auto`` on the GPU when encoders run on CUDA, else Pillow;
+    ``device`` with torchvision wherever the encoder runs (CPU too); ``cpu`` always with Pillow."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    DEVICE = "device"
+
+
 def _default_home() -> Path:
     return Path.home() / ".xmodal"
 
@@ -71,6 +80,9 @@ class Settings(BaseSettings):
     audio_hop_s: float = Field(default=5.0, gt=0, description="Start-to-start distance of audio windows.")
     max_audio_seconds: float = Field(default=1800.0, gt=0, description="Longer audio files are recorded as failed.")
     device: DevicePreference = Field(default=DevicePreference.AUTO, description="auto, cpu or cuda.")
+    jpeg_decode: JpegDecode = Field(
+        default=JpegDecode.AUTO, description="auto (on the GPU under CUDA), device or cpu: where JPEGs are decoded."
+    )
     hub_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for the model hub before a download.")
     load_retry_s: float = Field(
         default=60.0, ge=0, description="After a model failed to load, wait this long to retry."
@@ -83,6 +95,9 @@ class Settings(BaseSettings):
     max_batch_size: PositiveInt = Field(default=512, description="Largest batch the automatic sizing tries.")
     decode_workers: PositiveInt = Field(default_factory=_default_workers, description="Decoding threads.")
     decode_queue_size: PositiveInt = Field(default=128, description="Decoded items waiting for the encoder, at most.")
+    ray_workers: int = Field(
+        default=0, ge=0, description="Encoding actors of `xmodal index --ray` (0: one per GPU, else CPUs - 1)."
+    )
     checkpoint_every: PositiveInt = Field(
         default=2048, description="Items indexed between saves of the vector indexes (a crash redoes at most these)."
     )

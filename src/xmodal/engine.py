@@ -67,20 +67,7 @@ class Engine:
         self.catalog = catalog
         self.spaces = spaces
         self._searcher = Searcher(catalog, spaces, settings)
-        self.transcriber = (
-            Transcriber(
-                settings.speech_model,
-                cache_dir=settings.models_dir,
-                language=settings.speech_language,
-                no_speech_threshold=settings.speech_no_speech_threshold,
-                beam_size=settings.speech_beam_size,
-                device="cpu" if settings.device == "cpu" else "auto",
-                workers=settings.decode_workers,
-                hub_timeout_s=settings.hub_timeout_s,
-            )
-            if settings.speech_model
-            else None
-        )
+        self.transcriber = Transcriber.from_settings(settings)
 
     @classmethod
     def open(
@@ -123,11 +110,15 @@ class Engine:
         progress: Progress | None = None,
         prune: bool = False,
         max_items: int | None = None,
+        ray_address: str | None = None,
     ) -> IndexReport:
         """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
         home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
-        whose files are gone; ``max_items`` caps the files processed in this run."""
-        indexer = Indexer(self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber)
+        whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
+        encode on a Ray cluster (``local`` starts one on this machine), committing here."""
+        indexer = Indexer(
+            self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
+        )
         with index_lock(self.settings.home, self.catalog):
             return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xmodal.config import DevicePreference, Settings
+from xmodal.config import DevicePreference, JpegDecode, Settings
 from xmodal.errors import WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -120,10 +120,13 @@ class EncoderOptions:
     device: DevicePreference = DevicePreference.AUTO
     hub_timeout_s: float = 5.0
     retry_after_s: float = 60.0
+    jpeg_decode: JpegDecode = JpegDecode.AUTO
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EncoderOptions:
-        return cls(settings.models_dir, settings.device, settings.hub_timeout_s, settings.load_retry_s)
+        return cls(
+            settings.models_dir, settings.device, settings.hub_timeout_s, settings.load_retry_s, settings.jpeg_decode
+        )
 
 
 class Encoder(ABC):
@@ -216,6 +219,11 @@ class Encoder(ABC):
     def prepare_image(self, image: Image.Image) -> Any:
         """Pre-process one RGB image for the model (thread-safe; decoding workers call it)."""
         raise NotImplementedError(f"{type(self).__name__} does not embed images")
+
+    def prepare_jpeg(self, data: bytes) -> Any | None:
+        """An encoder input made straight from a JPEG file's bytes (decoded later, on the encoder's device), or
+        ``None`` when this encoder wants a decoded image from :meth:`prepare_image`."""
+        return None
 
     def encode_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
         """One unit vector per output of :meth:`prepare_image`."""

@@ -21,9 +21,11 @@ import open_clip
 import torch
 from PIL import Image
 
+from xmodal.config import JpegDecode
 from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
+from xmodal.encoders.jpeg import ClipPreprocess, EncodedJpeg, decode_batch
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -98,6 +100,7 @@ class OpenClipEncoder(Encoder):
         self.source = source
         self._model: Any = None
         self._preprocess: Any = None
+        self._on_device_preprocess: ClipPreprocess | None = None
         self._tokenizer: Any = None
         self._device = torch.device("cpu")
         self._dim = 0
@@ -128,6 +131,7 @@ class OpenClipEncoder(Encoder):
             raise ConfigError(f"open_clip encoder '{self.spec}' failed to load: {exc}") from exc
         model.eval()
         self._model, self._preprocess = model, preprocess
+        self._on_device_preprocess = ClipPreprocess.from_config(getattr(model.visual, "preprocess_cfg", {}))
         self._tokenizer = open_clip.get_tokenizer(self.source.model, cache_dir=str(self.cache_dir))
         with inference_context(self._device):
             self._dim = int(model.encode_text(self._tokenizer([""]).to(self._device)).shape[-1])
@@ -166,10 +170,34 @@ class OpenClipEncoder(Encoder):
         self.load()
         return self._preprocess(image)
 
-    def _encode_prepared_images(self, prepared: list[torch.Tensor]) -> np.ndarray:
-        batch = torch.stack(prepared)
-        if self._device.type == "cuda":
-            batch = batch.pin_memory().to(self._device, non_blocking=True)
+    def prepare_jpeg(self, data: bytes) -> EncodedJpeg | None:
+        """The file's bytes, when this encoder decodes JPEGs on its device (CUDA under ``jpeg_decode=auto``)."""
+        self.load()
+        if self._on_device_preprocess is None:
+            return None
+        wanted = self.options.jpeg_decode
+        if wanted is JpegDecode.DEVICE or (wanted is JpegDecode.AUTO and self._device.type == "cuda"):
+            return EncodedJpeg(data)
+        return None
+
+    def _encode_prepared_images(self, prepared: list[torch.Tensor | EncodedJpeg]) -> np.ndarray:
+        jpegs = [i for i, item in enumerate(prepared) if isinstance(item, EncodedJpeg)]
+        tensors: list[torch.Tensor] = list(prepared)  # type: ignore[arg-type]
+        if jpegs:
+            assert self._on_device_preprocess is not None
+            decoded = decode_batch(
+                [prepared[i] for i in jpegs],  # type: ignore[misc]
+                self._device,
+                self._on_device_preprocess,
+                self._preprocess,
+            )
+            for position, tensor in zip(jpegs, decoded, strict=True):
+                tensors[position] = tensor
+        on_host = [t.device.type == "cpu" for t in tensors]
+        if self._device.type == "cuda" and all(on_host):
+            batch = torch.stack(tensors).pin_memory().to(self._device, non_blocking=True)
+        else:
+            batch = torch.stack([t.to(self._device) for t in tensors])
         with inference_context(self._device):
             return self._model.encode_image(batch).float().cpu().numpy()
 

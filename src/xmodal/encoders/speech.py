@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.config import Settings
 from xmodal.encoders.audio import resample
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -59,6 +60,22 @@ def resolve_whisper_model(target: str) -> str:
 
 class Transcriber:
     """Loads a faster-whisper model lazily, once; safe to call from several threads."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transcriber | None:
+        """The settings' speech model (``None`` when speech is not transcribed)."""
+        if not settings.speech_model:
+            return None
+        return cls(
+            settings.speech_model,
+            cache_dir=settings.models_dir,
+            language=settings.speech_language,
+            no_speech_threshold=settings.speech_no_speech_threshold,
+            beam_size=settings.speech_beam_size,
+            device="cpu" if settings.device == "cpu" else "auto",
+            workers=settings.decode_workers,
+            hub_timeout_s=settings.hub_timeout_s,
+        )
 
     def __init__(
         self,

@@ -6,10 +6,12 @@ wrong becomes a :class:`~xmodal.errors.DecodeError` with a reason a person can a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import charset_normalizer
@@ -81,22 +83,55 @@ def content_hash(data: bytes) -> str:
 
 def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
     """An RGB image from encoded bytes: EXIF orientation applied, first frame of animations, alpha on white."""
+    with _image_errors():
+        image, width, height, media_type = _open_checked(data, limits)
+        image.seek(0)
+        if image.format == "JPEG":
+            image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+        image.load()
+        rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+    return DecodedImage(rgb, width, height, media_type)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    width: int
+    height: int
+    media_type: str
+
+
+def check_jpeg(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """Size and type of a JPEG, and proof that it decodes, without decoding it at full size (for encoders that
+    decode JPEGs on their own device): the check decodes at 1/8 scale, which reads the whole stream."""
+    with _image_errors():
+        image, width, height, media_type = _open_checked(data, limits)
+        if image.format != "JPEG":
+            raise DecodeError(f"expected a JPEG, found {image.format}")
+        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        image.load()
+    return ImageHeader(width, height, media_type)
+
+
+def _open_checked(data: bytes, limits: ImageLimits) -> tuple[Image.Image, int, int, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise DecodeError(
+            f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the limit of "
+            f"{limits.max_pixels / 1e6:.0f} (XMODAL_MAX_IMAGE_PIXELS); possibly a decompression bomb"
+        )
+    return image, width, height, Image.MIME.get(image.format or "", "application/octet-stream")
+
+
+@contextlib.contextmanager
+def _image_errors() -> Iterator[None]:
+    """Pillow's many exception types as one ``DecodeError`` with a reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise DecodeError(
-                    f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the limit of "
-                    f"{limits.max_pixels / 1e6:.0f} (XMODAL_MAX_IMAGE_PIXELS); possibly a decompression bomb"
-                )
-            media_type = Image.MIME.get(image.format or "", "application/octet-stream")
-            image.seek(0)
-            if image.format == "JPEG":
-                image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
-            image.load()
-            rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+            yield
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -105,7 +140,6 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
         raise DecodeError("content is not an image Pillow can read") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(f"image is corrupt or truncated: {exc}") from exc
-    return DecodedImage(rgb, width, height, media_type)
 
 
 def audio_supported() -> bool:

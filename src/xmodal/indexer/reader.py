@@ -22,6 +22,7 @@ from xmodal.indexer.decode import (
     ImageLimits,
     audio_supported,
     caption_from_sidecar,
+    check_jpeg,
     content_hash,
     decode_audio,
     decode_image,
@@ -53,6 +54,8 @@ class Preparers:
     """What stage 1 runs on decoded media for the later stages, per space (and the transcriber, if any)."""
 
     images: Mapping[str, ImagePreparer] = field(default_factory=dict)
+    # space -> encoder input straight from a JPEG's bytes (``None``: that encoder wants decoded pixels)
+    jpegs: Mapping[str, Callable[[bytes], Any | None]] = field(default_factory=dict)
     audio: Mapping[str, AudioPreparer] = field(default_factory=dict)
     transcriber: SpeechToText | None = None
     same_content: Callable[[str], Item | None] | None = None  # content hash -> an indexed item with those bytes
@@ -177,7 +180,7 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> Dec
     mime = sniff(data)
     modality = modality_of(mime)
     if modality is Modality.IMAGE:
-        return _decode_image(source, data, digest, limits, preparers.images)
+        return _decode_image(source, data, digest, limits, preparers)
     if modality is Modality.AUDIO and audio_supported():
         return _decode_audio(source, data, digest, limits, preparers)
     if modality is None and source.extension in limits.text_extensions:
@@ -188,8 +191,22 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> Dec
 
 
 def _decode_image(
-    source: SourceFile, data: bytes, digest: str, limits: ReadLimits, preparers: Mapping[str, ImagePreparer]
+    source: SourceFile, data: bytes, digest: str, limits: ReadLimits, preparers: Preparers
 ) -> DecodedFile:
+    on_device = _jpeg_on_device(data, preparers)
+    if on_device is not None:  # the encoders decode it on their device: only check it here
+        header = check_jpeg(data, limits.image)
+        caption = _caption(source, limits)
+        record = _base_record(
+            source,
+            modality=Modality.IMAGE,
+            media_type=header.media_type,
+            content_hash=digest,
+            width=header.width,
+            height=header.height,
+            caption=caption,
+        )
+        return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=on_device)
     decoded = decode_image(data, limits.image)
     caption = _caption(source, limits)
     record = _base_record(
@@ -201,8 +218,16 @@ def _decode_image(
         height=decoded.height,
         caption=caption,
     )
-    prepared = {space: prepare(decoded.image) for space, prepare in preparers.items()}
+    prepared = {space: prepare(decoded.image) for space, prepare in preparers.images.items()}
     return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=prepared)
+
+
+def _jpeg_on_device(data: bytes, preparers: Preparers) -> dict[str, Any] | None:
+    """Every image space's input from the JPEG's bytes, if every one of them decodes JPEGs itself."""
+    if not preparers.images or not data.startswith(b"\xff\xd8\xff") or set(preparers.jpegs) != set(preparers.images):
+        return None
+    prepared = {space: prepare(data) for space, prepare in preparers.jpegs.items()}
+    return prepared if all(value is not None for value in prepared.values()) else None
 
 
 def _reuse(

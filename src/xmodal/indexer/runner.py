@@ -6,6 +6,7 @@ never waits for the disk and memory stays bounded. Each stage is timed separatel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from xmodal.encoders.batching import BatchSizer
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
-from xmodal.indexer.embed import embed_batch
+from xmodal.indexer.embed import FileVectors, embed_batch
 from xmodal.indexer.reader import DecodedFile, Outcome, Preparers, ReadLimits, precheck, read_file
 from xmodal.indexer.sources import SourceFile, walk
 from xmodal.indexer.write import write_batch
@@ -103,8 +104,10 @@ class Indexer:
         spaces: SpaceSet,
         progress: Progress | None = None,
         transcriber: Transcriber | None = None,
+        ray_address: str | None = None,
     ) -> None:
         self.settings = settings
+        self.ray_address = ray_address
         self.catalog = catalog
         self.spaces = spaces
         self.progress = progress or _NoProgress()
@@ -256,6 +259,7 @@ class Indexer:
 
         preparers = Preparers(
             images={space.name: space.encoder.prepare_image for space in active if space.embeds(Modality.IMAGE)},
+            jpegs={space.name: space.encoder.prepare_jpeg for space in active if space.embeds(Modality.IMAGE)},
             audio={space.name: space.encoder.prepare_audio for space in active if space.embeds(Modality.AUDIO)},
             transcriber=transcriber,
             same_content=same_content,
@@ -269,6 +273,10 @@ class Indexer:
             return read_file(source, self.limits, preparers), time.perf_counter() - begin
 
         sizer = BatchSizer.for_settings(settings)
+        if self.ray_address is not None:
+            self._commit_shards(todo, active, transcriber, same_content, known_paths, sizer, report, timings)
+            report.timings.update(timings)
+            return
         batch: list[DecodedFile] = []
         since_save = 0
         with ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="xmodal-decode") as pool:
@@ -288,6 +296,52 @@ class Indexer:
             self._flush(batch, active, sizer, report, timings)
         report.timings.update(timings)
         report.batch_size = sizer.size
+
+    def _commit_shards(
+        self,
+        todo: list[SourceFile],
+        active: list[VectorSpace],
+        transcriber: Transcriber | None,
+        same_content: Callable[[str], Item | None],
+        known_paths: set[str],
+        sizer: BatchSizer,
+        report: IndexReport,
+        timings: Counter[str],
+    ) -> None:
+        """Decode and encode on Ray; commit each shard here as it arrives (checkpointing as a local run does)."""
+        from xmodal.indexer.distributed import encode_on_ray
+
+        assert self.ray_address is not None
+        since_save = 0
+        begin = time.perf_counter()
+        shards = encode_on_ray(
+            self.ray_address, self.settings, todo, active, self.limits, transcribe=transcriber is not None
+        )
+        for shard in shards:
+            timings["ray_wait_s"] += time.perf_counter() - begin
+            files: list[DecodedFile] = []
+            vectors: list[dict[str, FileVectors]] = []
+            for decoded, file_vectors in shard:
+                original = same_content(decoded.record.content_hash) if decoded.record else None
+                if original is not None and decoded.record is not None and decoded.record.content_hash:
+                    decoded = dataclasses.replace(decoded, reuse_from=original.id)  # keep the indexed vectors
+                    file_vectors = embed_batch([decoded], active, sizer=sizer)[0]
+                self._count(decoded, known_paths, report)
+                if decoded.record is None:
+                    self.progress.advance(1)
+                    continue
+                files.append(decoded)
+                vectors.append(file_vectors)
+            middle = time.perf_counter()
+            if files:
+                report.vectors_added += write_batch(self.catalog, self.spaces, files, vectors)
+            timings["write_s"] += time.perf_counter() - middle
+            self.progress.advance(len(files))
+            since_save += len(files)
+            if since_save >= self.settings.checkpoint_every:
+                self.spaces.save()
+                since_save = 0
+            begin = time.perf_counter()
 
     def _flush(
         self,

@@ -68,6 +68,23 @@ class _Clock:
             self._timings[stage] = self._timings.get(stage, 0.0) + time.perf_counter() - started
 
 
+def encode_part(space: VectorSpace, part: QueryPart) -> np.ndarray:
+    """The unit query vector of a text, image or audio ``part`` in ``space`` (a long text: the mean of its chunks;
+    audio: the mean of its windows)."""
+    encoder = space.encoder
+    if part.kind is PartKind.TEXT:
+        chunks = [chunk.text for chunk in encoder.chunk(part.value)] or [part.value]
+        vector = encoder.encode_texts(chunks).mean(axis=0)
+    elif part.kind is PartKind.IMAGE:
+        vector = encoder.encode_images([part.value])[0]
+    elif part.kind is PartKind.AUDIO:
+        windows = encoder.prepare_audio(part.value.samples, part.value.sample_rate)
+        vector = encoder.encode_prepared_audio([features for _, _, features in windows]).mean(axis=0)
+    else:
+        raise ValueError(f"{part.kind} parts are not encoded")
+    return l2_normalise(vector.reshape(1, -1))[0]
+
+
 class Searcher:
     """Runs queries against a catalog, its vector spaces and its lexical index. Thread-safe."""
 
@@ -190,16 +207,7 @@ class Searcher:
             run.response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
             run.unavailable.append(exc)
             return None
-        encoder = space.encoder
-        if part.kind is PartKind.TEXT:
-            chunks = [chunk.text for chunk in encoder.chunk(part.value)] or [part.value]
-            vector = encoder.encode_texts(chunks).mean(axis=0)
-        elif part.kind is PartKind.IMAGE:
-            vector = encoder.encode_images([part.value])[0]
-        else:
-            windows = encoder.prepare_audio(part.value.samples, part.value.sample_rate)
-            vector = encoder.encode_prepared_audio([features for _, _, features in windows]).mean(axis=0)
-        return l2_normalise(vector.reshape(1, -1))[0]
+        return encode_part(space, part)
 
     def _item_vector(self, space: VectorSpace, item_id: int) -> np.ndarray | None:
         index = space.stored_index()

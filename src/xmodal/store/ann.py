@@ -191,23 +191,21 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.nda
 
 
 def tune(
-    index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, *, target_recall: float, queries: int, seed: int = 0
+    index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, *, target_recall: float
 ) -> SearchTuning:
-    """The cheapest search effort whose recall@10 reaches ``target_recall`` (exact vectors as ground truth).
+    """The cheapest search effort whose recall@10 on ``queries`` reaches ``target_recall``.
 
-    Sample stored vectors are the queries; each query's own id is left out of both result lists, so the
-    measure is the recall of its true neighbours, as for a held-out query.
+    ``vectors`` / ``ids`` are exactly what ``index`` holds (the ground truth is an exact search over them);
+    ``queries`` should be held out of the index: a stored vector finds its own neighbourhood too easily, and
+    tuning on those overestimates recall (0.95 tuned that way was 0.91 on held-out GloVe words).
     """
     kind = kind_of(index)
     tuning = SearchTuning(target_recall=target_recall, tuned_at=int(index.ntotal))
-    if kind is IndexKind.FLAT or len(ids) <= TUNE_K + 1:
+    if kind is IndexKind.FLAT or len(ids) <= TUNE_K or len(queries) == 0:
         tuning.measured_recall = 1.0
         return tuning
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
-    sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    truth = ids[exact_neighbours(vectors, sample, TUNE_K + 1)]
-    truth_sets = [set(row[row != own].tolist()[:TUNE_K]) for row, own in zip(truth, ids[rows], strict=True)]
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    truth = [set(row.tolist()) for row in ids[exact_neighbours(vectors, queries, TUNE_K)]]
     steps = _EF_SEARCH_STEPS if kind is IndexKind.HNSW else _nprobe_steps(faiss.extract_index_ivf(index).nlist)
     recall = 0.0
     for step in steps:
@@ -215,16 +213,9 @@ def tune(
             tuning.ef_search = step
         else:
             tuning.nprobe = step
-        params = search_parameters(index, tuning, None)
-        _, found = index.search(sample, TUNE_K + 1, params=params.params)
-        recall = float(
-            np.mean(
-                [
-                    len(expected & set(row[row != own].tolist()[:TUNE_K])) / max(1, len(expected))
-                    for row, own, expected in zip(found, ids[rows], truth_sets, strict=True)
-                ]
-            )
-        )
+        _, found = index.search(queries, TUNE_K, params=search_parameters(index, tuning, None).params)
+        hits = [len(expected & set(row.tolist())) for row, expected in zip(found, truth, strict=True)]
+        recall = float(np.mean(hits)) / TUNE_K
         if recall >= target_recall:
             break
     tuning.measured_recall = recall

@@ -32,6 +32,7 @@ import numpy as np
 
 from xmodal.errors import SpaceMismatchError
 from xmodal.store.ann import (
+    TUNE_K,
     IndexKind,
     IndexPlan,
     IndexPolicy,
@@ -325,13 +326,10 @@ class VectorIndex:
             )
             self._dirty = False
 
-    def retune(self, target_recall: float | None = None) -> SearchTuning:
-        """Tune the search effort again (for ``target_recall``, or the policy's) and mark the index changed."""
+    def retune(self) -> SearchTuning:
+        """Rebuild the index as it is and tune its search effort again (to the policy's target recall)."""
         with self._lock:
-            target = target_recall if target_recall is not None else self.policy.target_recall
-            ids, vectors = self.vectors()
-            self._tuning = tune(self._index, vectors, ids, target_recall=target, queries=self.policy.tune_queries)
-            self._dirty = True
+            self._rebuild(None)
             return self._tuning
 
     def _plan_for(self, count: int) -> IndexPlan:
@@ -351,18 +349,15 @@ class VectorIndex:
         # shrink only well below the threshold, so a space near it does not flip type on every run
         shrank = order.index(self._plan_for(2 * live).kind) < order.index(current)
         compact = bool(self._tombstones) and len(self._tombstones) > self.policy.compact_ratio * max(1, live)
-        if grew or shrank or compact:
-            self._rebuild(wanted if (grew or shrank) else None)
-        if self.kind is IndexKind.FLAT:
-            self._tuning = SearchTuning()
-            return
-        stale = (
+        stale_tuning = self.kind is not IndexKind.FLAT and (
             self._tuning.tuned_at == 0
             or live >= 2 * self._tuning.tuned_at
             or self._tuning.target_recall != self.policy.target_recall
         )
-        if stale:
-            self.retune()
+        if grew or shrank:
+            self._rebuild(wanted)
+        elif compact or stale_tuning:  # tuning needs held-out queries, so it goes with a rebuild
+            self._rebuild(None)
 
     def _rebuild(self, plan: IndexPlan | None) -> None:
         """Rebuild from the live vectors as ``plan`` (``None``: the same type and key), dropping tombstones."""
@@ -377,11 +372,23 @@ class VectorIndex:
             )
             training = vectors[np.sort(sample)]
         index = empty_index(plan, self.header.dim, self.policy, training)
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-        self._index, self._tombstones = index, set()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        # Tuning queries are held out: added only after the search effort is tuned on them.
+        held_out = np.zeros(len(ids), dtype=bool)
+        if plan.kind is not IndexKind.FLAT and len(ids) > 10 * TUNE_K:
+            count = min(self.policy.tune_queries, len(ids) // 10)
+            held_out[np.random.default_rng(1).choice(len(ids), size=count, replace=False)] = True
+        index.add_with_ids(vectors[~held_out], ids[~held_out])
+        tuning = SearchTuning()
+        if plan.kind is not IndexKind.FLAT:
+            tuning = tune(
+                index, vectors[~held_out], ids[~held_out], vectors[held_out], target_recall=self.policy.target_recall
+            )
+        if held_out.any():
+            index.add_with_ids(vectors[held_out], ids[held_out])
+        tuning.tuned_at = int(index.ntotal)
+        self._index, self._tombstones, self._tuning = index, set(), tuning
         self.header = replace(self.header, index_key=plan.key)
-        self._tuning = SearchTuning()
         self._dirty = True
         log.info(
             "space %s: built a %s index over %d vectors in %.1f s",
