@@ -40,7 +40,9 @@ app = typer.Typer(help="Cross-modal search over folders of images, audio and tex
 models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
 spaces_app = typer.Typer(help="Manage vector spaces.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+dataset_app = typer.Typer(help="Write evaluation manifests from known datasets.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
+app.add_typer(dataset_app, name="dataset")
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="xmodal home (default: $XMODAL_HOME or ~/.xmodal).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
@@ -342,6 +344,78 @@ def spaces_drop(
     with Engine.open(settings=_settings(home)) as engine:
         dropped = engine.drop_space(name)
     _console().print(f"space '{name}': {dropped} vectors deleted; the next `xmodal index` embeds them again")
+
+
+@app.command("eval")
+def evaluate(
+    manifest: Annotated[Path, typer.Argument(help="Dataset manifest (JSON Lines of items and queries).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json, results.md and the plots.")] = Path(
+        "xmodal-eval"
+    ),
+    home: Annotated[Path | None, typer.Option("--home", help="Home to index into (default: OUT/home).")] = None,
+) -> None:
+    """Recall@1/5/10, mAP@10 and nDCG@10 of every direction the manifest has: fused search, each space through its
+    index and by brute force, and BM25."""
+    from xmodal.evaluation.manifest import Manifest
+    from xmodal.evaluation.report import markdown, write_all
+    from xmodal.evaluation.runner import evaluate as run_evaluation
+
+    dataset = Manifest.load(manifest)
+    console = _console()
+    with Engine.open(settings=_settings(home or out / "home")) as engine:
+        report = run_evaluation(engine, dataset, out / "items")
+        settings = engine.settings
+    written = write_all(
+        report,
+        out,
+        {"manifest": str(manifest.resolve()), "encoders": settings.space_encoders(), "fusion": settings.fusion},
+    )
+    console.print(markdown(report), highlight=False, soft_wrap=True)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+@dataset_app.command("tuxpaint")
+def dataset_tuxpaint(
+    manifest: Annotated[Path, typer.Argument(help="Manifest to write.")],
+    stamps: Annotated[Path, typer.Option("--stamps", help="Tux Paint's stamps folder.")] = Path(
+        "/usr/share/tuxpaint/stamps"
+    ),
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="images, readings or effects (repeatable).")] = None,
+) -> None:
+    """Tux Paint stamps: captions <-> images, captions <-> spoken readings, captions -> sound effects."""
+    from xmodal.evaluation.converters import TUXPAINT_TASKS, tuxpaint
+
+    _write_dataset(manifest, *tuxpaint(stamps, tasks or TUXPAINT_TASKS))
+
+
+@dataset_app.command("skimage")
+def dataset_skimage(
+    manifest: Annotated[Path, typer.Argument(help="Manifest to write; the photos go into a folder beside it.")],
+) -> None:
+    """scikit-image's sample photos with their docstring captions."""
+    from xmodal.evaluation.converters import skimage_photos
+
+    _write_dataset(manifest, *skimage_photos(manifest.parent / f"{manifest.stem}-photos"))
+
+
+@dataset_app.command("karpathy")
+def dataset_karpathy(
+    dataset_json: Annotated[Path, typer.Argument(help="dataset_flickr30k.json or dataset_coco.json.")],
+    manifest: Annotated[Path, typer.Argument(help="Manifest to write.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder holding the dataset's images.")],
+    split: Annotated[str, typer.Option("--split", help="train, val, restval or test.")] = "test",
+) -> None:
+    """Flickr30k or MSCOCO in Karpathy's split JSON: captions <-> images of one split."""
+    from xmodal.evaluation.converters import karpathy
+
+    _write_dataset(manifest, *karpathy(dataset_json, images, split))
+
+
+def _write_dataset(manifest: Path, items: list, queries: list) -> None:  # type: ignore[type-arg]
+    from xmodal.evaluation.manifest import write_manifest
+
+    write_manifest(manifest, items, queries)
+    _console().print(f"wrote {manifest}: {len(items)} items, {len(queries)} queries")
 
 
 def _quiet_model_loading() -> None:
