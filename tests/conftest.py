@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -189,6 +190,13 @@ def settings(tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path) -> Settin
     return make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir)
 
 
+def settings_on_each_catalog(request: pytest.FixtureRequest, home: Path, clip_dir: Path, clap_dir: Path) -> Settings:
+    """Settings on SQLite, or on a fresh PostgreSQL database (``request.param == "postgresql"``; skipped without
+    a server). The API and indexer packages override ``settings`` with this, so their tests run on both."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return make_settings(home, clip_dir, clap_dir, database_url=url)
+
+
 @pytest.fixture
 def engine(settings: Settings, encoder_pool: Callable[[str, Settings], Encoder]) -> Iterator[Engine]:
     with Engine.open(settings=settings, build_encoder=encoder_pool) as opened:
@@ -262,3 +270,29 @@ def write_audio_corpus(root: Path, *, clips: int, texts: int, seed: int = 0) -> 
     for number in range(texts):
         (root / f"note_{number:03d}.txt").write_text(random_text(rng, rng.randrange(2, 12)))
     return root
+
+
+@contextlib.contextmanager
+def live_server(app: object) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a loopback port in a thread; yields its base URL.
+
+    The socket is bound and listening before the thread starts, so requests made at once wait in the kernel's
+    backlog until the server accepts them: no polling for readiness.
+    """
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -11,7 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import ByteSize, Field, PositiveInt, field_validator, model_validator
+from pydantic import ByteSize, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CLIP_ENCODER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
@@ -149,6 +149,20 @@ class Settings(BaseSettings):
     max_k: PositiveInt = Field(default=1000, description="Largest k a query may ask for.")
     max_query_chars: PositiveInt = Field(default=10_000, description="Longest text query accepted.")
     max_upload_bytes: PositiveInt = Field(default=20 * 2**20, description="Largest query upload over HTTP.")
+    api_key: SecretStr | None = Field(
+        default=None, description="Key that writes and admin calls must send (X-API-Key); unset: they are refused."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description='Origins allowed to call the API from a browser, e.g. ["*"].'
+    )
+    image_url_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts the server may fetch a clip-retrieval `image_url` from; empty: fetching is off.",
+    )
+    query_batch_wait_ms: float = Field(
+        default=2.0, ge=0, description="Text query encodes arriving within this many ms are batched; 0: off."
+    )
+    query_batch_max: PositiveInt = Field(default=32, description="Largest batch of query encodes.")
     thumbnail_size: PositiveInt = Field(default=256, description="Longest side of served thumbnails (pixels).")
     max_thumbnail_size: PositiveInt = Field(default=1024, description="Largest thumbnail a client may ask for.")
 

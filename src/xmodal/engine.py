@@ -22,7 +22,7 @@ from PIL import Image
 from xmodal.config import FusionMethod, Settings
 from xmodal.encoders import build_encoder
 from xmodal.encoders.speech import Transcriber
-from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError
+from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError, XmodalError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
 from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
@@ -296,6 +296,37 @@ class Engine:
             items_by_status=catalog_stats.items_by_status,
             spaces=spaces,
         )
+
+    def delete_items(self, item_ids: Sequence[int]) -> int:
+        """Forget items (catalog rows and vectors; their files stay); returns how many existed. Takes the home's
+        indexer lock, so it waits for no one: ``IndexLockedError`` while an indexer runs."""
+        with index_lock(self.settings.home, self.catalog):
+            count, vectors = self.catalog.delete_items(item_ids)
+            for name, ids in vectors.items():
+                index = self.spaces[name].stored_index() if name in self.spaces else None
+                if index is not None:
+                    index.remove(np.asarray(ids, dtype=np.int64))
+            self.spaces.save()
+        return count
+
+    def reload(self) -> None:
+        """Pick up indexes another process (a nightly indexer) published since they were loaded."""
+        self.spaces.refresh()
+
+    def readiness(self) -> dict[str, str]:
+        """Per space: ``ready``, ``empty`` (nothing indexed yet) or why it cannot answer. Loads the encoders of
+        spaces that hold vectors, so a server that reports ready answers its first query without a load."""
+        states: dict[str, str] = {}
+        for space in self.spaces:
+            if space.size == 0:
+                states[space.name] = "empty"
+                continue
+            try:
+                space.checked_index()
+                states[space.name] = "ready"
+            except XmodalError as exc:
+                states[space.name] = str(exc).splitlines()[0]
+        return states
 
     def drop_space(self, name: str) -> int:
         """Delete a space's vectors (e.g. before re-indexing it with another model)."""

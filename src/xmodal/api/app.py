@@ -6,14 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
-from xmodal.api.routes import health, items, search
+from xmodal.api.metrics import ApiMetrics
+from xmodal.api.routes import admin, clip_retrieval, health, items, search, web
 from xmodal.config import Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
     ConfigError,
     DecodeError,
+    IndexLockedError,
     InvalidQueryError,
     NotFoundError,
     SpaceMismatchError,
@@ -28,6 +32,7 @@ _STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (WeightsUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (SpaceMismatchError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (ConfigError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (IndexLockedError, status.HTTP_409_CONFLICT),
 ]
 
 
@@ -43,9 +48,11 @@ async def _xmodal_error(_request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """The HTTP API over an engine: one opened from ``settings`` at startup, or ``engine`` as given."""
 
+    resolved = settings or (engine.settings if engine is not None else Settings())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = engine or Engine.open(settings=settings or Settings())
+        app.state.engine = engine or Engine.open(settings=resolved)
         try:
             yield
         finally:
@@ -54,12 +61,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(
         title="xmodal",
-        summary="Cross-modal search over images and texts.",
+        summary="Cross-modal search over images, audio and texts.",
         version="0.1.0",
         lifespan=lifespan,
     )
     app.add_exception_handler(XmodalError, _xmodal_error)
-    app.include_router(search.router)
-    app.include_router(items.router)
-    app.include_router(health.router)
+    app.state.metrics = ApiMetrics(lambda: getattr(app.state, "engine", None))
+    app.middleware("http")(app.state.metrics.middleware)
+    if resolved.cors_origins:  # clip-retrieval's hosted front end calls the API from another origin
+        app.add_middleware(
+            CORSMiddleware, allow_origins=resolved.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    for module in (search, items, admin, clip_retrieval, health, web):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     return app

@@ -125,3 +125,48 @@ class ErrorBody(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    spaces: dict[str, str] = Field(description="Per space: ready, empty, or why it cannot answer.")
+
+
+class IndexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(min_length=1, max_length=64, description="Server-side files or folders.")
+    prune: bool = Field(default=False, description="Forget items under the paths whose files are gone.")
+
+
+class AdminAccepted(BaseModel):
+    status: str
+    detail: str
+
+
+class KnnRequest(BaseModel):
+    """clip-retrieval 2.45.0's `/knn-service` body, every field its ClipClient and front end send."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    image: str | None = Field(default=None, description="Base64 of an encoded image.")
+    image_url: str | None = None
+    embedding_input: list[float] | None = None
+    modality: str | None = Field(default="image", description="Kind of result: image or text.")
+    num_images: int | None = Field(default=40, ge=1)
+    num_result_ids: int | None = Field(default=None, ge=1)
+    indice_name: str | None = None
+    deduplicate: bool | None = None
+    use_safety_model: bool | None = None
+    use_violence_detector: bool | None = None
+    aesthetic_score: int | str | None = None
+    aesthetic_weight: float | str | None = None
+    use_mclip: bool | None = None
+
+
+class MetadataRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ids: list[int] = Field(max_length=10_000)
+    indice_name: str | None = None

@@ -17,6 +17,7 @@ from xmodal.encoders.base import l2_normalise
 from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
+from xmodal.search.batching import EncodeBatcher
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
 from xmodal.search.query import Contribution, PartKind, QueryPart, SearchQuery, SearchResult, encode_cursor
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
@@ -68,13 +69,14 @@ class _Clock:
             self._timings[stage] = self._timings.get(stage, 0.0) + time.perf_counter() - started
 
 
-def encode_part(space: VectorSpace, part: QueryPart) -> np.ndarray:
+def encode_part(space: VectorSpace, part: QueryPart, batcher: EncodeBatcher | None = None) -> np.ndarray:
     """The unit query vector of a text, image or audio ``part`` in ``space`` (a long text: the mean of its chunks;
-    audio: the mean of its windows)."""
+    audio: the mean of its windows). ``batcher`` batches text encodes with other queries'."""
     encoder = space.encoder
     if part.kind is PartKind.TEXT:
         chunks = [chunk.text for chunk in encoder.chunk(part.value)] or [part.value]
-        vector = encoder.encode_texts(chunks).mean(axis=0)
+        encode = batcher.encode if batcher is not None else encoder.encode_texts
+        vector = encode(chunks).mean(axis=0)
     elif part.kind is PartKind.IMAGE:
         vector = encoder.encode_images([part.value])[0]
     elif part.kind is PartKind.AUDIO:
@@ -92,6 +94,12 @@ class Searcher:
         self.catalog = catalog
         self.spaces = spaces
         self.settings = settings
+        wait_s = settings.query_batch_wait_ms / 1000
+        self._batchers = {
+            space.name: EncodeBatcher(space.encoder.encode_texts, wait_s=wait_s, max_texts=settings.query_batch_max)
+            for space in spaces
+            if Modality.TEXT in space.encoder.modalities
+        }
 
     @property
     def lexical_enabled(self) -> bool:
@@ -207,7 +215,7 @@ class Searcher:
             run.response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
             run.unavailable.append(exc)
             return None
-        return encode_part(space, part)
+        return encode_part(space, part, self._batchers.get(space.name))
 
     def _item_vector(self, space: VectorSpace, item_id: int) -> np.ndarray | None:
         index = space.stored_index()

@@ -20,6 +20,20 @@ from xmodal.store.models import Embedding, IndexRun, Item, ItemStatus, Space, ut
 _IN_CHUNK = 500  # ids per IN (...) clause: below every backend's parameter limit
 
 
+def _delete_items(session: Session, item_ids: list[int]) -> dict[str, list[int]]:
+    """Delete items with their embeddings and full-text rows; returns the vector ids per space."""
+    vectors: dict[str, list[int]] = defaultdict(list)
+    for part in _chunks(item_ids):
+        for vector_id, space in session.execute(
+            select(Embedding.id, Embedding.space).where(Embedding.item_id.in_(part))
+        ):
+            vectors[space].append(vector_id)
+        session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
+        lexical.replace_documents(session, part, [])
+        session.execute(delete(Item).where(Item.id.in_(part)))
+    return dict(vectors)
+
+
 def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -244,7 +258,6 @@ class Catalog:
         Returns how many went and, per space, the vector ids that must leave the vector indexes.
         """
         gone: list[int] = []
-        vectors: dict[str, list[int]] = defaultdict(list)
         with self.session() as session, session.begin():
             for root in roots:
                 prefix = root.rstrip("/")
@@ -252,15 +265,33 @@ class Catalog:
                     (Item.path == prefix) | Item.path.like(f"{escape_like(prefix)}/%", escape="\\")
                 )
                 gone.extend(item_id for item_id, path in session.execute(query) if path not in keep)
-            for part in _chunks(gone):
-                for vector_id, space in session.execute(
-                    select(Embedding.id, Embedding.space).where(Embedding.item_id.in_(part))
+            return len(gone), _delete_items(session, gone)
+
+    def delete_items(self, item_ids: Sequence[int]) -> tuple[int, dict[str, list[int]]]:
+        """Delete these items; returns how many existed and, per space, the vector ids that must go."""
+        with self.session() as session, session.begin():
+            present = [
+                i for part in _chunks(list(item_ids)) for i in session.scalars(select(Item.id).where(Item.id.in_(part)))
+            ]
+            return len(present), _delete_items(session, present)
+
+    def run_totals(self) -> dict[str, int]:
+        """Sums of the counts of every finished index run (files by outcome, vectors added)."""
+        totals: dict[str, int] = defaultdict(int)
+        with self.session() as session:
+            for stats in session.scalars(select(IndexRun.stats).where(IndexRun.status == "finished")):
+                for key in (
+                    "indexed",
+                    "updated",
+                    "unchanged",
+                    "skipped",
+                    "failed",
+                    "reused",
+                    "pruned",
+                    "vectors_added",
                 ):
-                    vectors[space].append(vector_id)
-                session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
-                lexical.replace_documents(session, part, [])
-                session.execute(delete(Item).where(Item.id.in_(part)))
-        return len(gone), dict(vectors)
+                    totals[key] += int((stats or {}).get(key, 0))
+        return dict(totals)
 
     def delete_embeddings(self, space: str, vector_ids: Sequence[int]) -> None:
         with self.session() as session, session.begin():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi import Path as PathParam
@@ -70,4 +72,7 @@ def _served_path(item: Item) -> Path:
     path = Path(item.path)
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id}'s file is no longer on disk.")
+    source = Path(url2pathname(urlsplit(item.source).path)).resolve()
+    if not path.resolve().is_relative_to(source):  # a symbolic link leading out of the indexed folder
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"Item {item.id}'s file lies outside its source folder.")
     return path

@@ -67,6 +67,7 @@ async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
             "Send application/json with a 'text' field, or multipart/form-data with an 'image' file.",
         )
     response = await run_in_threadpool(_run, engine, params)
+    request.app.state.metrics.observe_search(response.timings)
     return response
 
 

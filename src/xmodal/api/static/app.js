@@ -1,0 +1,256 @@
+// xmodal's search page: plain JavaScript against the HTTP API (POST /search, GET /items/{id}); no build step.
+"use strict";
+
+const PAGE = 24;
+const $ = (selector) => document.querySelector(selector);
+const state = { request: null, cursor: null, loading: false, file: null, shown: 0 };
+
+function basename(path) {
+  return path.split("/").pop();
+}
+
+function words(text) {
+  return (text || "").toLowerCase().match(/[\p{L}\p{N}]{3,}/gu) || [];
+}
+
+function highlighted(text, query) {
+  const span = document.createElement("span");
+  const wanted = new Set(words(query));
+  for (const piece of (text || "").split(/([\p{L}\p{N}]+)/u)) {
+    if (wanted.has(piece.toLowerCase())) {
+      const mark = document.createElement("mark");
+      mark.textContent = piece;
+      span.append(mark);
+    } else {
+      span.append(piece);
+    }
+  }
+  return span;
+}
+
+function parseWhere(text) {
+  return text.split(",").map((pair) => pair.trim()).filter((pair) => pair.includes("="));
+}
+
+function checkedModalities() {
+  return [...document.querySelectorAll("input[name=modality]:checked")].map((box) => box.value);
+}
+
+// The query as typed: kept so that later pages ask the same question.
+function readForm(likeItem = null) {
+  return {
+    text: $("#query-text").value.trim(),
+    not: $("#query-not").value.trim(),
+    where: parseWhere($("#query-where").value),
+    modalities: checkedModalities(),
+    file: state.file,
+    likeItem,
+  };
+}
+
+function requestInit(query, cursor) {
+  if (query.file) {
+    const form = new FormData();
+    form.append(query.file.type.startsWith("audio/") ? "audio" : "image", query.file, query.file.name);
+    if (query.text) form.append("text", query.text);
+    if (query.not) form.append("not", query.not);
+    for (const modality of query.modalities) form.append("modalities", modality);
+    for (const pair of query.where) form.append("where", pair);
+    form.append("k", String(PAGE));
+    form.append("explain", "true");
+    if (cursor) form.append("cursor", cursor);
+    return { method: "POST", body: form };
+  }
+  const body = { k: PAGE, explain: true, modalities: query.modalities };
+  if (query.likeItem !== null) body.parts = [{ item: query.likeItem }];
+  else body.text = query.text;
+  if (query.not) body.not = [query.not];
+  if (query.where.length) body.where = Object.fromEntries(query.where.map((pair) => pair.split(/=(.*)/s).slice(0, 2)));
+  if (cursor) body.cursor = cursor;
+  return { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+}
+
+function setStatus(message, isError = false) {
+  const status = $("#status");
+  status.textContent = message;
+  status.classList.toggle("error", isError);
+}
+
+async function fetchPage() {
+  if (state.loading || !state.request) return;
+  state.loading = true;
+  try {
+    const response = await fetch("search", requestInit(state.request, state.cursor));
+    const payload = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const detail = typeof payload.detail === "string" ? payload.detail : JSON.stringify(payload.detail || payload);
+      setStatus(`${response.status}: ${detail}`, true);
+      state.cursor = null;
+      return;
+    }
+    for (const hit of payload.results) $("#results").append(card(hit, state.request.text));
+    state.shown += payload.results.length;
+    state.cursor = payload.next_cursor;
+    const millis = Object.values(payload.timings || {}).reduce((a, b) => a + b, 0) * 1000;
+    const unavailable = Object.keys(payload.spaces_unavailable || {});
+    setStatus(
+      `${state.shown} results` + (state.cursor ? " (scroll for more)" : "") +
+      ` · spaces: ${payload.spaces_searched.join(", ") || "none"}` +
+      (unavailable.length ? ` · unavailable: ${unavailable.join(", ")}` : "") + ` · ${millis.toFixed(0)} ms`,
+    );
+  } catch (error) {
+    setStatus(`The search failed: ${error}`, true);
+  } finally {
+    state.loading = false;
+  }
+}
+
+function startSearch(likeItem = null) {
+  const query = readForm(likeItem);
+  if (!query.text && !query.file && likeItem === null) {
+    setStatus("Type something, or drop an image or an audio clip.", true);
+    return;
+  }
+  state.request = query;
+  state.cursor = null;
+  state.shown = 0;
+  $("#results").replaceChildren();
+  setStatus("Searching…");
+  fetchPage();
+}
+
+function mediaOf(hit) {
+  if (hit.modality === "image" && hit.thumbnail_url) {
+    const image = document.createElement("img");
+    image.src = hit.thumbnail_url;
+    image.alt = hit.caption || basename(hit.path);
+    image.loading = "lazy";
+    return image;
+  }
+  if (hit.modality === "audio") {
+    const audio = document.createElement("audio");
+    audio.controls = true;
+    audio.preload = "none";
+    // Media fragment: the player starts at the window or spoken segment that matched.
+    audio.src = hit.content_url + (hit.time_span ? `#t=${hit.time_span[0].toFixed(2)}` : "");
+    return audio;
+  }
+  const doc = document.createElement("div");
+  doc.className = "doc";
+  doc.textContent = "📄";
+  return doc;
+}
+
+function card(hit, queryText) {
+  const node = $("#result-template").content.firstElementChild.cloneNode(true);
+  node.dataset.id = hit.id;
+  node.dataset.modality = hit.modality || "";
+  node.querySelector(".media").append(mediaOf(hit));
+  node.querySelector(".name").textContent = basename(hit.path);
+  const snippet = hit.transcript || hit.caption || hit.text_excerpt || "";
+  const at = hit.time_span ? ` [${hit.time_span[0].toFixed(1)}–${hit.time_span[1].toFixed(1)} s]` : "";
+  node.querySelector(".snippet").append(highlighted(snippet, queryText), at);
+  node.querySelector(".score").textContent = `score ${hit.score.toFixed(2)}`;
+  const table = node.querySelector(".explanation");
+  for (const part of hit.explanation || []) {
+    const row = table.insertRow();
+    for (const value of [part.space, part.part, `raw ${part.raw.toFixed(3)}`, `+${part.contribution.toFixed(2)}`]) {
+      row.insertCell().textContent = value;
+    }
+  }
+  node.querySelector(".why").addEventListener("click", () => { table.hidden = !table.hidden; });
+  node.querySelector(".like").addEventListener("click", () => {
+    clearFile();
+    $("#query-text").value = "";
+    startSearch(hit.id);
+  });
+  for (const target of [node.querySelector(".name"), node.querySelector(".media img, .media .doc")]) {
+    if (target) target.addEventListener("click", () => openDetail(hit));
+  }
+  return node;
+}
+
+async function openDetail(hit) {
+  const body = $("#detail-body");
+  body.replaceChildren();
+  const response = await fetch(`items/${hit.id}`);
+  const item = await response.json();
+  if (item.modality === "image") {
+    const image = document.createElement("img");
+    image.src = hit.content_url;
+    image.alt = item.caption || basename(item.path);
+    body.append(image);
+  } else if (item.modality === "audio") {
+    const audio = mediaOf(hit);
+    audio.preload = "metadata";
+    body.append(audio);
+  }
+  const list = document.createElement("dl");
+  const fields = {
+    file: item.path, type: item.media_type, size: `${item.size} bytes`,
+    dimensions: item.width ? `${item.width} × ${item.height}` : null,
+    duration: item.duration ? `${item.duration.toFixed(1)} s` : null,
+    caption: item.caption, transcript: item.transcript, text: item.text_excerpt,
+    ...Object.fromEntries(Object.entries(item.metadata || {}).map(([k, v]) => [k, JSON.stringify(v)])),
+  };
+  for (const [name, value] of Object.entries(fields)) {
+    if (value === null || value === undefined || value === "") continue;
+    const term = document.createElement("dt");
+    term.textContent = name;
+    const detail = document.createElement("dd");
+    detail.textContent = value;
+    list.append(term, detail);
+  }
+  const open = document.createElement("a");
+  open.href = hit.content_url;
+  open.textContent = "open the file";
+  open.target = "_blank";
+  body.append(list, open);
+  $("#detail").showModal();
+}
+
+function setFile(file) {
+  if (!file || !(file.type.startsWith("image/") || file.type.startsWith("audio/"))) {
+    setStatus("Only images and audio clips can be used as a query.", true);
+    return;
+  }
+  state.file = file;
+  $("#query-file-name").textContent = `${file.type.startsWith("audio/") ? "🔊" : "🖼"} ${file.name || "pasted"}`;
+  $("#query-file").hidden = false;
+  startSearch();
+}
+
+function clearFile() {
+  state.file = null;
+  $("#query-file").hidden = true;
+  $("#file-input").value = "";
+}
+
+function wire() {
+  $("#search-form").addEventListener("submit", (event) => { event.preventDefault(); startSearch(); });
+  const zone = $("#drop-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("dragging"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    setFile(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])][0];
+    if (file) { event.preventDefault(); setFile(file); }
+  });
+  $("#file-input").addEventListener("change", (event) => setFile(event.target.files[0]));
+  $("#clear-file").addEventListener("click", () => { clearFile(); startSearch(); });
+  $("#close-detail").addEventListener("click", () => $("#detail").close());
+  for (const box of document.querySelectorAll("input[name=modality]")) {
+    box.addEventListener("change", () => state.request && startSearch(state.request.likeItem));
+  }
+  new IntersectionObserver((entries) => {
+    if (entries.some((entry) => entry.isIntersecting) && state.cursor) fetchPage();
+  }, { rootMargin: "400px" }).observe($("#sentinel"));
+  const initial = new URLSearchParams(location.search).get("q");
+  if (initial) { $("#query-text").value = initial; startSearch(); }
+}
+
+wire();

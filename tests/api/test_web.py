@@ -1,0 +1,104 @@
+"""The search page in a real headless Chromium (Debian `chromium`, driven by Playwright): type a query, drop an
+image, see results, explain one, open one, ask for more like it, and page further by scrolling."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import live_server, write_corpus
+from xmodal.api.app import create_app
+from xmodal.engine import Engine
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="apt install chromium (.ci/run does)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+
+DROP = """async ([data, name]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, { type: "image/png" }));
+  document.querySelector("#drop-zone").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+}"""
+
+
+@pytest.fixture(params=["sqlite"])  # the browser adds nothing catalog-specific; one catalog is enough here
+def settings(request: pytest.FixtureRequest, settings: object) -> object:
+    return settings
+
+
+@pytest.fixture
+def page(engine: Engine, tmp_path: Path) -> Iterator[object]:
+    engine.index([write_corpus(tmp_path / "corpus", images=40, texts=40)])
+    with (
+        live_server(create_app(engine=engine)) as base,
+        sync_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(base + "/")
+        yield page
+        browser.close()
+
+
+def _shot(page: object, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("XMODAL_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name))  # type: ignore[attr-defined]
+
+
+def test_search_drop_open_and_scroll(page, tmp_path: Path) -> None:
+    expect = sync_api.expect
+    page.fill("#query-text", "river mountain")
+    page.press("#query-text", "Enter")
+    results = page.locator(".result")
+    expect(results).to_have_count(24)  # the first page
+    expect(page.locator("#status")).to_contain_text("results")
+    _shot(page, "text-query.png", tmp_path)
+
+    page.locator(".result .why").first.click()
+    expect(page.locator(".result .explanation").first).to_be_visible()
+    assert page.locator(".result .explanation").first.locator("tr").count() >= 1
+
+    page.locator("#sentinel").scroll_into_view_if_needed()  # infinite scroll asks for the next page
+    expect(results).to_have_count(48)
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), "green").save(buffer, format="PNG")
+    page.evaluate(DROP, [base64.b64encode(buffer.getvalue()).decode(), "green.png"])
+    expect(page.locator("#query-file")).to_be_visible()
+    expect(page.locator("#query-file-name")).to_contain_text("green.png")
+    expect(results.first).to_have_attribute("data-modality", "image")
+    expect(page.locator(".result img").first).to_be_visible()
+    _shot(page, "image-query.png", tmp_path)
+
+    page.locator(".result .name").first.click()
+    dialog = page.locator("#detail")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("dimensions")
+    _shot(page, "detail.png", tmp_path)
+    page.click("#close-detail")
+    expect(dialog).to_be_hidden()
+
+    first_id = results.first.get_attribute("data-id")
+    results.first.locator(".like").click()
+    expect(page.locator("#query-file")).to_be_hidden()
+    expect(results.first).not_to_have_attribute("data-id", first_id)  # the item itself is left out
+    expect(page.locator(f'.result[data-id="{first_id}"]')).to_have_count(0)
+    expect(results).to_have_count(24)
+
+
+def test_a_bad_query_shows_the_servers_message(page) -> None:
+    expect = sync_api.expect
+    page.fill("#query-text", "river " * 2000)  # over XMODAL_MAX_QUERY_CHARS
+    page.press("#query-text", "Enter")
+    expect(page.locator("#status")).to_have_class("error")
+    expect(page.locator("#status")).to_contain_text("422")
+    expect(page.locator(".result")).to_have_count(0)
