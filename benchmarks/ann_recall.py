@@ -1,7 +1,7 @@
 """ANN quality and speed on real vectors: xmodal's chosen, tuned indexes against raw FAISS.
 
     python benchmarks/ann_recall.py            # GloVe 400k x 50 and Fashion-MNIST 60k x 784
-    python benchmarks/ann_recall.py --quick    # 100k GloVe vectors, 20k Fashion-MNIST images
+    python benchmarks/ann_recall.py --quick    # 50k GloVe vectors, 10k Fashion-MNIST images
 
 For each dataset, 1,000 held-out queries (never indexed) and their exact top 10 by cosine. xmodal's
 :class:`VectorIndex` picks the index from the size and the memory budget and tunes its search effort to the
@@ -150,14 +150,15 @@ def run_raw_faiss(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="100k GloVe vectors and 20k Fashion-MNIST images")
+    parser.add_argument("--quick", action="store_true", help="50k GloVe vectors and 10k Fashion-MNIST images")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     rows: list[Row] = []
     for name in args.datasets:
-        limit = (100_000 if name.startswith("glove") else 20_000) if args.quick else None
+        limit = (50_000 if name.startswith("glove") else 10_000) if args.quick else None
         base, queries = _split(DATASETS[name](limit + QUERIES if limit else None))
         _, truth = faiss.knn(queries, base, K, metric=faiss.METRIC_INNER_PRODUCT)
         # HNSW: every set here is past the exact threshold (50k) or made so for the quick run
@@ -171,7 +172,10 @@ def main() -> None:
         _, exact.qps = _timed_search(lambda f=flat, q=queries: f.search(q, K)[1])
         rows.append(exact)
         small = IndexPolicy(
-            exact_below=1000, memory_budget_bytes=len(base) * 48, target_recall=0.8, train_sample=50_000
+            exact_below=1000,
+            memory_budget_bytes=len(base) * 48,
+            target_recall=0.8,
+            train_sample=20_000 if args.quick else 50_000,
         )
         rows.append(run_xmodal(name, base, queries, truth, small))
     print(
@@ -184,9 +188,8 @@ def main() -> None:
             f"{row.dataset:18} {row.engine:9} {row.index:26} {target:>6} {row.effort:>14} {row.recall_at_10:6.3f} "
             f"{row.qps:9.0f} {row.bytes_per_vector:7.0f} {row.build_s:8.1f}"
         )
-    path = write_result(
-        "ann_recall" + ("_quick" if args.quick else ""), {"queries": QUERIES, "k": K, "rows": [asdict(r) for r in rows]}
-    )
+    payload = {"queries": QUERIES, "k": K, "rows": [asdict(r) for r in rows]}
+    path = write_result("ann_recall" + ("_quick" if args.quick else ""), payload, args.out)
     print(f"wrote {path}")
 
 

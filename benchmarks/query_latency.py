@@ -93,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 requests per level instead of 300")
     parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/)")
     args = parser.parse_args()
     if not args.stamps.is_dir():
         raise SystemExit(f"{args.stamps} is missing: apt install tuxpaint-stamps-default")
@@ -129,6 +130,7 @@ def main() -> None:
     path = write_result(
         "query_latency" + ("_quick" if args.quick else ""),
         {"requests_per_level": requests, "levels": rows, "server_rss_bytes": rss, "index_file_bytes": vectors},
+        args.out,
     )
     print(f"wrote {path}")
 
