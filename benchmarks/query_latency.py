@@ -43,6 +43,13 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (the workers of a multi-process server)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.is_file() else []
+    return _rss_bytes(pid) + sum(_tree_rss_bytes(kid) for kid in kids)
+
+
 def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -93,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 requests per level instead of 300")
     parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (xmodal serve --workers)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/)")
     args = parser.parse_args()
     if not args.stamps.is_dir():
@@ -111,15 +119,20 @@ def main() -> None:
         subprocess.run(index, env=env, check=False, stdout=subprocess.DEVNULL)
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
-        serve = [sys.executable, "-m", "xmodal", "serve", "--port", str(port)]
-        server = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        serve = [sys.executable, "-m", "xmodal", "serve", "--port", str(port), "--workers", str(args.workers)]
+        log = (Path(scratch) / "server.log").open("w")
+        server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_until_up(base, server)
             rows = [asyncio.run(_level(base, queries, level)) for level in LEVELS]
-            rss = _rss_bytes(server.pid)
+            rss = _tree_rss_bytes(server.pid)
+        except httpx.HTTPStatusError:
+            print((Path(scratch) / "server.log").read_text()[-6000:], file=sys.stderr)
+            raise
         finally:
             server.terminate()
             server.wait(timeout=30)
+            log.close()
         vectors = {p.parent.parent.name: p.stat().st_size for p in home.glob("spaces/*/current/index.faiss")}
     print(f"{'concurrency':>11} {'QPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for row in rows:
@@ -127,11 +140,15 @@ def main() -> None:
             f"{row['concurrency']:>11} {row['qps']:8.1f} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f}"
         )
     print(f"server resident memory: {rss / 2**20:.0f} MiB; index files: {vectors}")
-    path = write_result(
-        "query_latency" + ("_quick" if args.quick else ""),
-        {"requests_per_level": requests, "levels": rows, "server_rss_bytes": rss, "index_file_bytes": vectors},
-        args.out,
-    )
+    name = "query_latency" + ("_quick" if args.quick else "") + (f"_{args.workers}workers" if args.workers > 1 else "")
+    payload = {
+        "requests_per_level": requests,
+        "workers": args.workers,
+        "levels": rows,
+        "server_rss_bytes": rss,
+        "index_file_bytes": vectors,
+    }
+    path = write_result(name, payload, args.out)
     print(f"wrote {path}")
 
 

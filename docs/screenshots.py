@@ -17,9 +17,10 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import live_server  # noqa: E402
-from xmodal import Engine, Settings  # noqa: E402
-from xmodal.api.app import create_app  # noqa: E402
+from tests.conftest import live_server
+
+from xmodal import Engine, Settings
+from xmodal.api.app import create_app
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 OUT = Path(__file__).resolve().parent / "screenshots"

@@ -252,13 +252,21 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     home: HomeOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server processes; each loads the models (searches are CPU-bound Python).")
+    ] = 1,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    """Serve the HTTP API and the search page (OpenAPI docs at /docs)."""
     import uvicorn
 
     from xmodal.api.app import create_app
 
-    uvicorn.run(create_app(_settings(home)), host=host, port=port)
+    if workers == 1:
+        uvicorn.run(create_app(_settings(home)), host=host, port=port)
+        return
+    if home is not None:  # worker processes build their settings from the environment
+        os.environ["XMODAL_HOME"] = str(home)
+    uvicorn.run("xmodal.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @app.command()
@@ -362,8 +370,11 @@ def evaluate(
 
     dataset = Manifest.load(manifest)
     console = _console()
-    with Engine.open(settings=_settings(home or out / "home")) as engine:
-        report = run_evaluation(engine, dataset, out / "items")
+    show_bar = sys.stderr.isatty()
+    with Engine.open(settings=_settings(home or out / "home")) as engine, _QueryBar(show_bar) as bar:
+        report = run_evaluation(
+            engine, dataset, out / "items", progress=bar.update, index_progress=BarProgress() if show_bar else None
+        )
         settings = engine.settings
     written = write_all(
         report,
@@ -372,6 +383,34 @@ def evaluate(
     )
     console.print(markdown(report), highlight=False, soft_wrap=True)
     console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+class _QueryBar:
+    """Progress over an evaluation's queries (on stderr; nothing when it is not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar = (
+            RichBar(TextColumn("[bold]queries"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+            if enabled
+            else None
+        )  # fmt: skip
+        self._task: int | None = None
+
+    def __enter__(self) -> _QueryBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("queries", total=total)
+        self._bar.update(self._task, completed=done)
 
 
 @dataset_app.command("tuxpaint")

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="Text query encodes arriving within this many ms are batched; 0: off."
     )
     query_batch_max: PositiveInt = Field(default=32, description="Largest batch of query encodes.")
+    search_concurrency: PositiveInt = Field(
+        default=4, description="Searches the server runs at once; more wait their turn (their encodes still batch)."
+    )
     thumbnail_size: PositiveInt = Field(default=256, description="Longest side of served thumbnails (pixels).")
     max_thumbnail_size: PositiveInt = Field(default=1024, description="Largest thumbnail a client may ask for.")
 

@@ -26,6 +26,7 @@ from xmodal.errors import XmodalError
 from xmodal.evaluation.manifest import Manifest, ManifestQuery
 from xmodal.evaluation.metrics import summarise
 from xmodal.indexer.decode import modality_of, sniff
+from xmodal.indexer.runner import Progress
 from xmodal.modality import Modality
 from xmodal.search.searcher import encode_part
 from xmodal.spaces import VectorSpace
@@ -104,11 +105,17 @@ class _Exact:
 
 
 def evaluate(
-    engine: Engine, manifest: Manifest, folder: Path, *, progress: Callable[[int, int], None] | None = None
+    engine: Engine,
+    manifest: Manifest,
+    folder: Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    index_progress: Progress | None = None,
 ) -> EvalReport:
-    """Index the manifest's items into ``engine`` (staged in ``folder``) and measure every query's sources."""
+    """Index the manifest's items into ``engine`` (staged in ``folder``) and measure every query's sources;
+    ``progress(done, total)`` is called after each query."""
     staged = stage(manifest, folder)
-    index_report = engine.index([folder])
+    index_report = engine.index([folder], progress=index_progress)
     report = EvalReport(len(manifest.items), index_report.indexed + index_report.unchanged, index_report.failures)
     states = engine.catalog.file_states()
     item_ids = {states[path].item_id: key for path, key in staged.items() if path in states}

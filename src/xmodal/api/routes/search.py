@@ -66,7 +66,8 @@ async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "Send application/json with a 'text' field, or multipart/form-data with an 'image' file.",
         )
-    response = await run_in_threadpool(_run, engine, params)
+    async with request.app.state.search_slots:  # past a few at once, queries only fight over the CPU and the GIL
+        response = await run_in_threadpool(_run, engine, params)
     request.app.state.metrics.observe_search(response.timings)
     return response
 

@@ -137,7 +137,7 @@ function mediaOf(hit) {
   }
   const doc = document.createElement("div");
   doc.className = "doc";
-  doc.textContent = "📄";
+  doc.textContent = "TEXT";
   return doc;
 }
 
@@ -215,7 +215,7 @@ function setFile(file) {
     return;
   }
   state.file = file;
-  $("#query-file-name").textContent = `${file.type.startsWith("audio/") ? "🔊" : "🖼"} ${file.name || "pasted"}`;
+  $("#query-file-name").textContent = `${file.type.startsWith("audio/") ? "audio" : "image"}: ${file.name || "pasted"}`;
   $("#query-file").hidden = false;
   startSearch();
 }
