@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_settings, random_image
@@ -79,14 +80,17 @@ def test_every_direction_and_source_is_measured(
 
 
 def test_the_cli_writes_results_and_says_what_it_wrote(
-    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, monkeypatch
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifest = _dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)  # a relative --out, as people type it
     monkeypatch.setenv("XMODAL_CLIP_ENCODER", f"open_clip:local-dir:{tiny_clip_dir}")
     monkeypatch.setenv("XMODAL_CLAP_ENCODER", f"clap:{tiny_clap_dir}")
     monkeypatch.setenv("XMODAL_SPEECH_MODEL", "")
     monkeypatch.setenv("XMODAL_DEVICE", "cpu")
-    result = CliRunner().invoke(app, ["eval", str(manifest), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--out", "out"])
     assert result.exit_code == 0, result.output
     assert "text->text" in result.output and "wrote" in result.output
+    measured = json.loads((tmp_path / "out" / "results.json").read_text())["results"]["text->text"]
+    assert measured["exact:text"]["R@1"] >= 5 / 6  # items matched back to their ids from a relative folder
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"results.json", "results.md", "recall_at_k.png", "home"}

@@ -49,7 +49,9 @@ class EvalReport:
 
 
 def stage(manifest: Manifest, folder: Path) -> dict[str, str]:
-    """Link item files and write item texts into ``folder`` under neutral names; returns path -> item id."""
+    """Link item files and write item texts into ``folder`` under neutral names; returns path -> item id (absolute
+    paths, as the catalog records them)."""
+    folder = folder.absolute()
     folder.mkdir(parents=True, exist_ok=True)
     staged: dict[str, str] = {}
     for number, item in enumerate(manifest.items.values()):
