@@ -57,7 +57,7 @@ def main() -> None:
                 page.screenshot(path=str(OUT / "search.png"))
                 page.locator(".result .name").first.click()
                 expect(page.locator("#detail")).to_be_visible()
-                page.wait_for_load_state("networkidle")
+                page.wait_for_function("document.querySelector('#detail-body img')?.naturalWidth > 0")
                 page.screenshot(path=str(OUT / "detail.png"))
                 page.click("#close-detail")
                 page.uncheck("input[value=image]")

@@ -83,6 +83,8 @@ def test_search_drop_open_and_scroll(page, tmp_path: Path) -> None:
     dialog = page.locator("#detail")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("dimensions")
+    expect(dialog.locator("img")).to_be_visible()
+    page.wait_for_function("document.querySelector('#detail-body img').naturalWidth > 0")  # it really loads
     _shot(page, "detail.png", tmp_path)
     page.click("#close-detail")
     expect(dialog).to_be_hidden()

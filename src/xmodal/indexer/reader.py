@@ -19,6 +19,8 @@ from xmodal.encoders.speech import Transcript
 from xmodal.errors import DecodeError
 from xmodal.indexer.decode import (
     AudioLimits,
+    DecodedImage,
+    ImageHeader,
     ImageLimits,
     audio_supported,
     caption_from_sidecar,
@@ -194,31 +196,22 @@ def _decode_image(
     source: SourceFile, data: bytes, digest: str, limits: ReadLimits, preparers: Preparers
 ) -> DecodedFile:
     on_device = _jpeg_on_device(data, preparers)
+    header: ImageHeader | DecodedImage
     if on_device is not None:  # the encoders decode it on their device: only check it here
-        header = check_jpeg(data, limits.image)
-        caption = _caption(source, limits)
-        record = _base_record(
-            source,
-            modality=Modality.IMAGE,
-            media_type=header.media_type,
-            content_hash=digest,
-            width=header.width,
-            height=header.height,
-            caption=caption,
-        )
-        return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=on_device)
-    decoded = decode_image(data, limits.image)
+        header, prepared = check_jpeg(data, limits.image), on_device
+    else:
+        header = decode_image(data, limits.image)
+        prepared = {space: prepare(header.image) for space, prepare in preparers.images.items()}
     caption = _caption(source, limits)
     record = _base_record(
         source,
         modality=Modality.IMAGE,
-        media_type=decoded.media_type,
+        media_type=header.media_type,
         content_hash=digest,
-        width=decoded.width,
-        height=decoded.height,
+        width=header.width,
+        height=header.height,
         caption=caption,
     )
-    prepared = {space: prepare(decoded.image) for space, prepare in preparers.images.items()}
     return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=prepared)
 
 

@@ -176,8 +176,9 @@ async function openDetail(hit) {
   const response = await fetch(`items/${hit.id}`);
   const item = await response.json();
   if (item.modality === "image") {
+    // A large JPEG rendition: browsers cannot show every format the indexer reads (TIFF, 16-bit, CMYK).
     const image = document.createElement("img");
-    image.src = hit.content_url;
+    image.src = `${hit.thumbnail_url}?size=1024`;
     image.alt = item.caption || basename(item.path);
     body.append(image);
   } else if (item.modality === "audio") {
