@@ -191,3 +191,29 @@ def test_past_the_memory_budget_a_space_becomes_ivf_pq(tmp_path: Path) -> None:
     loaded.remove(np.array([1, 2, 3]))
     assert not {1, 2, 3} & set(loaded.search(vectors[:4], 10)[1].ravel().tolist())
     assert _recall_at_10(loaded, vectors, ids, held_out) >= 0.7
+
+
+def test_with_faiss_gpu_unfiltered_searches_go_to_a_gpu_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No GPU here: faiss's "copy to all GPUs" is replaced by a CPU clone that counts its uses.
+    copies: list[faiss.Index] = []
+
+    def to_gpus(index: faiss.Index) -> faiss.Index:
+        copies.append(faiss.clone_index(index))
+        return copies[-1]
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus)
+    index = VectorIndex.create(tmp_path / "s", SpaceHeader("s", "enc", "abc", 8))
+    vectors = _vectors(200)
+    index.add(np.arange(200), vectors)
+    _, while_writing = index.search(vectors[:3], 5)
+    assert not copies  # an index being written is searched where it is
+    index.save()
+    _, found = index.search(vectors[:3], 5)
+    assert len(copies) == 1 and found.tolist() == while_writing.tolist()
+    index.search(vectors[:3], 5)
+    assert len(copies) == 1  # made once, reused
+    assert index.search(vectors[:3], 5, allowed=np.arange(50))[1].max() < 50 and len(copies) == 1  # filters: CPU
+    index.remove(np.array([0]))
+    index.save()
+    assert 0 not in index.search(vectors[:1], 5)[1][0] and len(copies) == 2  # a changed index is copied again

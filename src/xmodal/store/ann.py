@@ -235,3 +235,36 @@ def _nprobe_steps(nlist: int) -> list[int]:
 def index_bytes(index: faiss.Index) -> int:
     """Bytes the index takes when serialised (about what it takes in memory)."""
     return int(faiss.serialize_index(index).nbytes)
+
+
+class GpuReplica:
+    """A copy of a flat or IVF index on every GPU (faiss-gpu), for searches that need no id selector.
+
+    faiss-gpu cannot filter by id and has no HNSW, so filtered searches, tombstoned indexes and graphs stay on the
+    CPU. The copy is made on first use and again after the index changes; if faiss cannot make one, the index is
+    searched on the CPU from then on, with one warning.
+    """
+
+    def __init__(self) -> None:
+        self._copy: faiss.Index | None = None
+        self._made_for: int | None = None
+        self._unusable = False
+
+    def search(
+        self, index: faiss.Index, version: int, tuning: SearchTuning, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(scores, ids) from the GPUs, or ``None`` when the CPU must answer."""
+        if self._unusable or kind_of(index) is IndexKind.HNSW or faiss.get_num_gpus() == 0:
+            return None
+        if self._copy is None or self._made_for != version:
+            try:
+                copy = faiss.index_cpu_to_all_gpus(index)
+                if tuning.nprobe:
+                    space = getattr(faiss, "GpuParameterSpace", faiss.ParameterSpace)()
+                    space.set_index_parameter(copy, "nprobe", tuning.nprobe)
+            except (RuntimeError, AttributeError) as exc:
+                log.warning("searching on the CPU: faiss could not copy the index to the GPU (%s)", exc)
+                self._unusable = True
+                return None
+            self._copy, self._made_for = copy, version
+        return self._copy.search(queries, k)

@@ -33,6 +33,7 @@ import numpy as np
 from xmodal.errors import SpaceMismatchError
 from xmodal.store.ann import (
     TUNE_K,
+    GpuReplica,
     IndexKind,
     IndexPlan,
     IndexPolicy,
@@ -144,6 +145,8 @@ class VectorIndex:
         self._tuning = SearchTuning(**header.tuning) if header.tuning else SearchTuning()
         self._lock = threading.RLock()
         self._dirty = False
+        self._version = 0  # bumped by every change, so a GPU copy knows when it is stale
+        self._gpu = GpuReplica()
 
     @classmethod
     def create(cls, directory: Path, header: SpaceHeader, policy: IndexPolicy | None = None) -> VectorIndex:
@@ -228,6 +231,10 @@ class VectorIndex:
             k = max(1, min(k, live)) if live else 1
             if allowed is not None and self.kind is not IndexKind.FLAT:
                 return self._exact_within(queries, k, np.asarray(allowed, dtype=np.int64))
+            if allowed is None and not self._tombstones and not self._dirty:
+                on_gpu = self._gpu.search(self._index, self._version, self._tuning, queries, k)
+                if on_gpu is not None:
+                    return on_gpu
             selector = self._selector(allowed)
             params = search_parameters(self._index, self._tuning, selector)
             return self._index.search(queries, k, params=params.params)
@@ -290,6 +297,7 @@ class VectorIndex:
                 self._rebuild(self._plan_for(self.ntotal))  # an id is being reused: drop its old vector first
             self._index.add_with_ids(vectors, ids)
             self._dirty = True
+            self._version += 1
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present."""
@@ -304,6 +312,7 @@ class VectorIndex:
                 self._tombstones |= present
                 removed = len(present)
             self._dirty = self._dirty or removed > 0
+            self._version += removed > 0
             return removed
 
     def save(self) -> None:
@@ -388,6 +397,7 @@ class VectorIndex:
             index.add_with_ids(vectors[held_out], ids[held_out])
         tuning.tuned_at = int(index.ntotal)
         self._index, self._tombstones, self._tuning = index, set(), tuning
+        self._version += 1
         self.header = replace(self.header, index_key=plan.key)
         self._dirty = True
         log.info(
