@@ -86,7 +86,14 @@ def _timed_search(search: Callable[[], np.ndarray], repeats: int = 3) -> tuple[n
     return found, QUERIES / best
 
 
-def run_xmodal(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, policy: IndexPolicy) -> Row:
+CURVE_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+Curve = list[dict[str, float]]
+
+
+def run_xmodal(
+    name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, policy: IndexPolicy
+) -> tuple[Row, Curve]:
+    """xmodal's own choice and tuning; for HNSW also the recall/QPS curve over efSearch through the wrapper."""
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         index = VectorIndex.create(Path(scratch) / "s", SpaceHeader("bench", "none", "none", base.shape[1]), policy)
@@ -97,7 +104,7 @@ def run_xmodal(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarr
         size = sum(p.stat().st_size for p in (Path(scratch) / "s").rglob("index.faiss"))
         tuning = index.tuning
         effort = "exact" if index.kind is IndexKind.FLAT else _effort(tuning)
-        return Row(
+        row = Row(
             name,
             "xmodal",
             index.header.index_key,
@@ -108,6 +115,15 @@ def run_xmodal(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarr
             size / len(base),
             build_s,
         )
+        curve: Curve = []
+        if index.kind is IndexKind.HNSW:
+            tuned = tuning.ef_search
+            for ef in CURVE_STEPS:
+                tuning.ef_search = ef
+                found, qps = _timed_search(lambda: index.search(queries, K)[1])
+                curve.append({"ef_search": ef, "recall_at_10": _recall(found, truth), "qps": qps})
+            tuning.ef_search = tuned
+        return row, curve
 
 
 def _effort(tuning: SearchTuning) -> str:
@@ -116,21 +132,25 @@ def _effort(tuning: SearchTuning) -> str:
 
 def run_raw_faiss(
     name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, key: str, policy: IndexPolicy, reached: float
-) -> Row:
-    """Raw FAISS, same index type and build settings, at the least effort whose recall reaches ``reached``."""
+) -> tuple[Row, Curve]:
+    """Raw FAISS, same index type and build settings: its recall/QPS curve over efSearch, and the point with the
+    least effort whose recall reaches ``reached``."""
     started = time.perf_counter()
     index = faiss.index_factory(base.shape[1], key, faiss.METRIC_INNER_PRODUCT)
     if key.startswith("HNSW"):
         faiss.downcast_index(index).hnsw.efConstruction = policy.hnsw_ef_construction
     index.add(base)
     build_s = time.perf_counter() - started
-    steps = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
     row = None
-    for ef in steps:
+    curve: Curve = []
+    for ef in CURVE_STEPS:
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
         found, qps = _timed_search(lambda p=params: index.search(queries, K, params=p)[1])
         recall = _recall(found, truth)
+        curve.append({"ef_search": ef, "recall_at_10": recall, "qps": qps})
+        if row is not None and row.recall_at_10 >= reached:
+            continue
         row = Row(
             name,
             "raw faiss",
@@ -142,10 +162,8 @@ def run_raw_faiss(
             faiss.serialize_index(index).nbytes / len(base),
             build_s,
         )
-        if recall >= reached:
-            break
     assert row is not None
-    return row
+    return row, curve
 
 
 def main() -> None:
@@ -157,15 +175,17 @@ def main() -> None:
     args = parser.parse_args()
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     rows: list[Row] = []
+    curves: dict[str, dict[str, Curve]] = {}
     for name in args.datasets:
         limit = (50_000 if name.startswith("glove") else 10_000) if args.quick else None
         base, queries = _split(DATASETS[name](limit + QUERIES if limit else None))
         _, truth = faiss.knn(queries, base, K, metric=faiss.METRIC_INNER_PRODUCT)
         # HNSW: every set here is past the exact threshold (50k) or made so for the quick run
         policy = IndexPolicy(exact_below=min(50_000, len(base) // 2), target_recall=args.target_recall)
-        ours = run_xmodal(name, base, queries, truth, policy)
-        rows.append(ours)
-        rows.append(run_raw_faiss(name, base, queries, truth, ours.index, policy, ours.recall_at_10))
+        ours, our_curve = run_xmodal(name, base, queries, truth, policy)
+        raw, raw_curve = run_raw_faiss(name, base, queries, truth, ours.index, policy, ours.recall_at_10)
+        rows += [ours, raw]
+        curves[name] = {"xmodal": our_curve, "raw faiss": raw_curve}
         exact = Row(name, "raw faiss", "Flat", None, "exact", 1.0, 0.0, 4.0 * base.shape[1], 0.0)
         flat = faiss.IndexFlatIP(base.shape[1])
         flat.add(base)
@@ -177,7 +197,7 @@ def main() -> None:
             target_recall=0.8,
             train_sample=20_000 if args.quick else 50_000,
         )
-        rows.append(run_xmodal(name, base, queries, truth, small))
+        rows.append(run_xmodal(name, base, queries, truth, small)[0])
     print(
         f"{'dataset':18} {'engine':9} {'index':26} {'target':>6} {'effort':>14} {'R@10':>6} {'QPS':>9} "
         f"{'B/vec':>7} {'build s':>8}"
@@ -188,9 +208,37 @@ def main() -> None:
             f"{row.dataset:18} {row.engine:9} {row.index:26} {target:>6} {row.effort:>14} {row.recall_at_10:6.3f} "
             f"{row.qps:9.0f} {row.bytes_per_vector:7.0f} {row.build_s:8.1f}"
         )
-    payload = {"queries": QUERIES, "k": K, "rows": [asdict(r) for r in rows]}
+    payload = {"queries": QUERIES, "k": K, "rows": [asdict(r) for r in rows], "curves": curves}
     path = write_result("ann_recall" + ("_quick" if args.quick else ""), payload, args.out)
-    print(f"wrote {path}")
+    plot = path.with_suffix(".png")
+    _plot(rows, curves, plot)
+    print(f"wrote {path} and {plot}")
+
+
+def _plot(rows: list[Row], curves: dict[str, dict[str, Curve]], path: Path) -> None:
+    """Recall@10 against QPS per dataset: both curves over efSearch, xmodal's tuned point, exact search."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for axis, (name, by_engine) in zip(axes[0], curves.items(), strict=True):
+        for engine, curve in by_engine.items():
+            axis.plot([p["recall_at_10"] for p in curve], [p["qps"] for p in curve], marker="o", markersize=3,
+                      label=f"{engine} HNSW32, efSearch 16-1024")  # fmt: skip
+        for row in rows:
+            if row.dataset == name and row.engine == "xmodal":
+                axis.scatter([row.recall_at_10], [row.qps], marker="*", s=160, zorder=3,
+                             label=f"xmodal tuned: {row.index} ({row.effort}, target {row.target_recall})")  # fmt: skip
+            if row.dataset == name and row.index == "Flat":
+                axis.axhline(row.qps, linestyle="--", color="grey", label="exact (Flat)")
+        axis.set(title=name, xlabel="recall@10", ylabel="queries per second", yscale="log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

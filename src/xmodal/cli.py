@@ -421,7 +421,7 @@ def dataset_tuxpaint(
     ),
     tasks: Annotated[list[str] | None, typer.Option("--task", help="images, readings or effects (repeatable).")] = None,
 ) -> None:
-    """Tux Paint stamps: captions <-> images, captions <-> spoken readings, captions -> sound effects."""
+    """Tux Paint stamps: captions <-> images, captions <-> spoken readings, captions <-> sound effects."""
     from xmodal.evaluation.converters import TUXPAINT_TASKS, tuxpaint
 
     _write_dataset(manifest, *tuxpaint(stamps, tasks or TUXPAINT_TASKS))

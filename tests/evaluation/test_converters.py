@@ -58,7 +58,7 @@ def test_tux_paint_tasks() -> None:
         by_task[query.task or ""] = by_task.get(query.task or "", 0) + 1
     assert by_task["caption->image"] == by_task["image->caption"] > 500
     assert by_task["caption->reading"] == by_task["reading->caption"] > 50
-    assert by_task["caption->effect"] > 50
+    assert by_task["caption->effect"] == by_task["effect->caption"] > 50
     ids = {item.id for item in items}
     assert all(query.relevant <= ids for query in queries)
     assert all(item.id.split("-")[0] in {"cap", "img", "read", "fx"} for item in items)  # neutral ids only

@@ -30,7 +30,7 @@ Converted = tuple[list[ManifestItem], list[ManifestQuery]]
 def tuxpaint(stamps: Path = TUXPAINT_STAMPS, tasks: Sequence[str] = TUXPAINT_TASKS) -> Converted:
     """Tux Paint stamps (Debian ``tuxpaint-stamps-default``): each written caption with its stamp image
     (``images``: caption -> image and image -> caption), its spoken English reading (``readings``: caption ->
-    reading and reading -> caption) and its sound effect (``effects``: caption -> effect)."""
+    reading and reading -> caption) and its sound effect (``effects``: caption -> effect and effect -> caption)."""
     unknown = set(tasks) - set(TUXPAINT_TASKS)
     if unknown:
         raise ValueError(f"unknown Tux Paint tasks {sorted(unknown)}; choose from {', '.join(TUXPAINT_TASKS)}")
@@ -45,26 +45,18 @@ def tuxpaint(stamps: Path = TUXPAINT_STAMPS, tasks: Sequence[str] = TUXPAINT_TAS
         stem = sidecar.with_suffix("")
         image, reading, effect = stem.with_suffix(".png"), Path(f"{stem}_desc.ogg"), stem.with_suffix(".ogg")
         caption_id = f"cap-{number:04d}"
-        media = [
-            ("images", "img", image, True),
-            ("readings", "read", reading, True),
-            ("effects", "fx", effect, False),
-        ]
-        present = [(task, prefix, path, both) for task, prefix, path, both in media if task in tasks and path.is_file()]
+        media = [("images", "img", image), ("readings", "read", reading), ("effects", "fx", effect)]
+        present = [(task, prefix, path) for task, prefix, path in media if task in tasks and path.is_file()]
         if not present:
             continue
         items.append(ManifestItem(caption_id, text=caption))
-        for task, prefix, path, both_ways in present:
+        for task, prefix, path in present:
             media_id = f"{prefix}-{number:04d}"
             items.append(ManifestItem(media_id, file=path))
             kind = {"images": "image", "readings": "reading", "effects": "effect"}[task]
             queries.append(ManifestQuery(f"q-{media_id}", frozenset({media_id}), text=caption, task=f"caption->{kind}"))
-            if both_ways:
-                queries.append(
-                    ManifestQuery(
-                        f"q-{caption_id}-{prefix}", frozenset({caption_id}), file=path, task=f"{kind}->caption"
-                    )
-                )
+            reverse_id = f"q-{caption_id}-{prefix}"
+            queries.append(ManifestQuery(reverse_id, frozenset({caption_id}), file=path, task=f"{kind}->caption"))
     return items, queries
 
 
