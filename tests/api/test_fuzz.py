@@ -46,7 +46,9 @@ def test_no_generated_request_is_a_server_error(server: str, tmp_path: Path) -> 
         "--report", "junit", "--report-junit-path", str(tmp_path / "fuzz.xml"),
     ]  # fmt: skip
     env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
-    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    run = subprocess.run(  # in tmp_path: Schemathesis keeps a cache of crashes in its working folder
+        command, capture_output=True, text=True, env=env, timeout=600, check=False, cwd=tmp_path
+    )
     report = (tmp_path / "fuzz.xml").read_text() if (tmp_path / "fuzz.xml").is_file() else ""
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "<testsuite" in report and "<failure" not in report
