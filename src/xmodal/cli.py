@@ -62,9 +62,11 @@ def _console() -> Console:
 
 
 class BarProgress:
-    """Draws the indexer's progress with rich (on stderr, so --json output stays clean)."""
+    """Draws the progress of an index run (or of an evaluation's queries, ``label``) with rich, on stderr so
+    --json output stays clean."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "indexing") -> None:
+        self._label = label
         self._bar = RichBar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -87,7 +89,7 @@ class BarProgress:
             self._bar.start()
         else:
             self._bar.remove_task(self._task)
-        self._task = self._bar.add_task("indexing", total=total)
+        self._task = self._bar.add_task(self._label, total=total)
 
     def advance(self, count: int) -> None:
         if self._task is not None:
@@ -371,9 +373,13 @@ def evaluate(
     dataset = Manifest.load(manifest)
     console = _console()
     show_bar = sys.stderr.isatty()
-    with Engine.open(settings=_settings(home or out / "home")) as engine, _QueryBar(show_bar) as bar:
+    with Engine.open(settings=_settings(home or out / "home")) as engine:
         report = run_evaluation(
-            engine, dataset, out / "items", progress=bar.update, index_progress=BarProgress() if show_bar else None
+            engine,
+            dataset,
+            out / "items",
+            progress=BarProgress("queries") if show_bar else None,
+            index_progress=BarProgress() if show_bar else None,
         )
         settings = engine.settings
     written = write_all(
@@ -383,34 +389,6 @@ def evaluate(
     )
     console.print(markdown(report), highlight=False, soft_wrap=True)
     console.print("wrote " + ", ".join(str(path) for path in written))
-
-
-class _QueryBar:
-    """Progress over an evaluation's queries (on stderr; nothing when it is not a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar = (
-            RichBar(TextColumn("[bold]queries"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True))
-            if enabled
-            else None
-        )  # fmt: skip
-        self._task: int | None = None
-
-    def __enter__(self) -> _QueryBar:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.stop()
-
-    def update(self, done: int, total: int) -> None:
-        if self._bar is None:
-            return
-        if self._task is None:
-            self._bar.start()
-            self._task = self._bar.add_task("queries", total=total)
-        self._bar.update(self._task, completed=done)
 
 
 @dataset_app.command("tuxpaint")

@@ -302,10 +302,7 @@ class Engine:
         indexer lock, so it waits for no one: ``IndexLockedError`` while an indexer runs."""
         with index_lock(self.settings.home, self.catalog):
             count, vectors = self.catalog.delete_items(item_ids)
-            for name, ids in vectors.items():
-                index = self.spaces[name].stored_index() if name in self.spaces else None
-                if index is not None:
-                    index.remove(np.asarray(ids, dtype=np.int64))
+            self.spaces.remove_vectors(vectors)
             self.spaces.save()
         return count
 

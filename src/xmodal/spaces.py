@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,6 @@ def index_policy(settings: Settings) -> IndexPolicy:
     )
 
 
-def _version(directory: Path) -> Path | None:
-    """The published version's folder: each publication is a new folder."""
-    return current_version(directory)
-
-
 class VectorSpace:
     """One named space. The index is opened lazily and checked against the encoder's fingerprint."""
 
@@ -67,7 +62,7 @@ class VectorSpace:
         """The saved index as it is, without loading the encoder (``None`` before the first vector)."""
         with self._lock:
             if self._index is None:
-                self._loaded_version = _version(self.directory)
+                self._loaded_version = current_version(self.directory)
                 self._index = VectorIndex.load(self.directory, self.policy)
             return self._index
 
@@ -80,7 +75,7 @@ class VectorSpace:
         with self._lock:
             if self._index is None or self._index.dirty:
                 return False  # not loaded yet, or this process is the one writing
-            version = _version(self.directory)
+            version = current_version(self.directory)
             if version == self._loaded_version or version is None:
                 return False
             fresh = VectorIndex.load(self.directory, self.policy)
@@ -183,6 +178,13 @@ class SpaceSet:
     def save(self) -> None:
         for space in self:
             space.save()
+
+    def remove_vectors(self, by_space: Mapping[str, Sequence[int]]) -> None:
+        """Take these vector ids (per space name) out of the indexes; spaces not open here hold none of them."""
+        for name, ids in by_space.items():
+            index = self._spaces[name].stored_index() if name in self._spaces else None
+            if index is not None:
+                index.remove(np.asarray(ids, dtype=np.int64))
 
     def refresh(self) -> None:
         """Pick up indexes another process published since they were loaded."""

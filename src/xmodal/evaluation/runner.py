@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,11 +110,11 @@ def evaluate(
     manifest: Manifest,
     folder: Path,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     index_progress: Progress | None = None,
 ) -> EvalReport:
     """Index the manifest's items into ``engine`` (staged in ``folder``) and measure every query's sources;
-    ``progress(done, total)`` is called after each query."""
+    ``index_progress`` follows the index run, ``progress`` the queries."""
     staged = stage(manifest, folder)
     index_report = engine.index([folder], progress=index_progress)
     report = EvalReport(len(manifest.items), index_report.indexed + index_report.unchanged, index_report.failures)
@@ -124,7 +123,9 @@ def evaluate(
     modalities = {key: Modality(states[path].modality) for path, key in staged.items() if path in states}
     exact = {space.name: _Exact(space, item_ids, modalities) for space in engine.spaces if space.size}
     runs: dict[str, dict[str, list[tuple[Ranked, frozenset[str]]]]] = defaultdict(lambda: defaultdict(list))
-    for number, query in enumerate(manifest.queries, start=1):
+    if progress is not None:
+        progress.start(len(manifest.queries))
+    for query in manifest.queries:
         modality = query_modality(query)
         targets = {modalities[key] for key in query.relevant if key in modalities}
         target = targets.pop() if len(targets) == 1 else None
@@ -135,7 +136,9 @@ def evaluate(
         for source, ranked in answers.items():
             runs[direction][source].append((ranked, query.relevant))
         if progress is not None:
-            progress(number, len(manifest.queries))
+            progress.advance(1)
+    if progress is not None:
+        progress.finish()
     report.results = {
         direction: {source: summarise(pairs) for source, pairs in sorted(by_source.items())}
         for direction, by_source in sorted(runs.items())
@@ -156,17 +159,20 @@ def _ask(
     wanted = [target] if target is not None else None
     answers: dict[str, Ranked] = {}
     missing: dict[str, str] = {}
+    try:  # decoded once (an image or audio file), then asked of every source
+        parsed = engine.build_query(**inputs).parts[0]  # type: ignore[arg-type]
+    except XmodalError as exc:
+        return answers, {"xmodal": str(exc).splitlines()[0]}
 
     def run(source: str, **options: object) -> None:
         try:
-            results = engine.search(**inputs, k=K, modalities=wanted, **options)  # type: ignore[arg-type]
+            results = engine.search(parts=[parsed], k=K, modalities=wanted, **options)
         except XmodalError as exc:
             missing[source] = str(exc).splitlines()[0]
             return
         answers[source] = [item_ids[r.item_id] for r in results if r.item_id in item_ids]
 
     run("xmodal")
-    parsed = engine.build_query(**inputs).parts[0]  # type: ignore[arg-type]
     for space in engine.spaces:
         if not space.embeds(modality) or space.name not in exact or not exact[space.name].holds(target):
             continue

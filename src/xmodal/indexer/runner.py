@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import numpy as np
-
 from xmodal.config import Settings
 from xmodal.encoders.batching import BatchSizer
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
+from xmodal.indexer.distributed import encode_on_ray
 from xmodal.indexer.embed import FileVectors, embed_batch
 from xmodal.indexer.reader import DecodedFile, Outcome, Preparers, ReadLimits, precheck, read_file
 from xmodal.indexer.sources import SourceFile, walk
@@ -233,10 +232,7 @@ class Indexer:
 
     def _prune(self, roots: Sequence[Path], seen: set[str]) -> int:
         count, vectors = self.catalog.prune([str(root.absolute()) for root in roots], seen)
-        for name, ids in vectors.items():
-            index = self.spaces[name].stored_index() if name in self.spaces else None
-            if index is not None:
-                index.remove(np.asarray(ids, dtype=np.int64))
+        self.spaces.remove_vectors(vectors)
         return count
 
     def _process(
@@ -309,8 +305,6 @@ class Indexer:
         timings: Counter[str],
     ) -> None:
         """Decode and encode on Ray; commit each shard here as it arrives (checkpointing as a local run does)."""
-        from xmodal.indexer.distributed import encode_on_ray
-
         assert self.ray_address is not None
         since_save = 0
         begin = time.perf_counter()

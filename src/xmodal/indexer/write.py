@@ -34,10 +34,7 @@ def write_batch(
         for name, file_vectors in per_space.items():
             stacked.setdefault(name, []).extend(file_vectors.vectors)
     new_ids, old_ids = catalog.write_items(requests)
-    for name, ids in old_ids.items():
-        index = spaces[name].stored_index()
-        if index is not None:
-            index.remove(np.asarray(ids, dtype=np.int64))
+    spaces.remove_vectors(old_ids)
     added = 0
     for name, ids in new_ids.items():
         spaces[name].checked_index().add(np.asarray(ids, dtype=np.int64), np.stack(stacked[name]))

@@ -52,8 +52,8 @@ def indices_list(engine: EngineDep) -> list[str]:
 @router.get("/config.json")
 def front_config(request: Request, engine: EngineDep) -> dict[str, str]:
     """What clip-retrieval's front end reads at start: this server as the back end, `clip` as the index."""
-    default = "clip" if "clip" in engine.spaces else engine.spaces.names()[0]
-    return {"defaultBackend": str(request.base_url).rstrip("/"), "defaultIndex": default, "urlColumn": "url"}
+    backend = str(request.base_url).rstrip("/")
+    return {"defaultBackend": backend, "defaultIndex": _space(engine, None), "urlColumn": "url"}
 
 
 @router.post("/knn-service", openapi_extra={"requestBody": _JSON_BODY}, response_model=list[dict[str, Any]])
@@ -91,6 +91,7 @@ def _parse(model: type[KnnRequest] | type[MetadataRequest], raw: bytes) -> Any:
 
 
 def _space(engine: Engine, name: str | None) -> str:
+    """The space an index name means (none given: `clip`, clip-retrieval's usual one); 404 for an unknown name."""
     if name is None:
         return "clip" if "clip" in engine.spaces else engine.spaces.names()[0]
     if name not in engine.spaces:
