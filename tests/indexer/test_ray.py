@@ -64,8 +64,10 @@ def test_ray_run_equals_a_local_run_and_keeps_the_guarantees(
             )  # catalog and index agree id for id
 
         shutil.copy(root / "image_001.png", root / "copy_of_image_001.png")
+        shutil.copy(root / "image_001.png", root / "recaptioned.png")
+        (root / "recaptioned.txt").write_text("a different caption, so a different text vector")
         again = engine.index([root], ray_address="local")
-        assert (again.indexed, again.unchanged, again.reused) == (1, 48, 1)  # the copy kept its original's vectors
+        assert (again.indexed, again.unchanged, again.reused) == (2, 48, 1)  # only the same-caption copy reuses
         copied = _vectors_by_path(engine, "clip")
         np.testing.assert_allclose(
             copied[(str(root / "copy_of_image_001.png"), 0)], copied[(str(root / "image_001.png"), 0)], atol=1e-6

@@ -223,13 +223,24 @@ def _jpeg_on_device(data: bytes, preparers: Preparers) -> dict[str, Any] | None:
     return prepared if all(value is not None for value in prepared.values()) else None
 
 
+def reusable_original(
+    source: SourceFile, digest: str, caption: str | None, same_content: Callable[[str], Item | None]
+) -> Item | None:
+    """The indexed item whose vectors ``source`` may take: the same bytes at another path, with the same caption
+    (the caption is embedded too); ``None`` when the file must be encoded."""
+    original = same_content(digest)
+    if original is None or original.path == str(source.path) or caption != original.caption:
+        return None
+    return original
+
+
 def _reuse(
     source: SourceFile, data: bytes, digest: str, limits: ReadLimits, same_content: Callable[[str], Item | None]
 ) -> DecodedFile | None:
     """A moved or copied file: the same bytes are indexed already, with the same caption, so their vectors
     serve again and nothing is decoded or encoded."""
-    original = same_content(digest)
-    if original is None or original.path == str(source.path) or _caption(source, limits) != original.caption:
+    original = reusable_original(source, digest, _caption(source, limits), same_content)
+    if original is None:
         return None
     record = _base_record(
         source,

@@ -23,7 +23,15 @@ from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
 from xmodal.indexer.distributed import encode_on_ray
 from xmodal.indexer.embed import FileVectors, embed_batch
-from xmodal.indexer.reader import DecodedFile, Outcome, Preparers, ReadLimits, precheck, read_file
+from xmodal.indexer.reader import (
+    DecodedFile,
+    Outcome,
+    Preparers,
+    ReadLimits,
+    precheck,
+    read_file,
+    reusable_original,
+)
 from xmodal.indexer.sources import SourceFile, walk
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
@@ -316,9 +324,14 @@ class Indexer:
             files: list[DecodedFile] = []
             vectors: list[dict[str, FileVectors]] = []
             for decoded, file_vectors in shard:
-                original = same_content(decoded.record.content_hash) if decoded.record else None
-                if original is not None and decoded.record is not None and decoded.record.content_hash:
-                    decoded = dataclasses.replace(decoded, reuse_from=original.id)  # keep the indexed vectors
+                record = decoded.record
+                original = (
+                    reusable_original(decoded.source, record.content_hash, record.caption, same_content)
+                    if record is not None and record.content_hash
+                    else None
+                )
+                if original is not None:  # the rule a local run applies: keep the indexed vectors
+                    decoded = dataclasses.replace(decoded, reuse_from=original.id)
                     file_vectors = embed_batch([decoded], active, sizer=sizer)[0]
                 self._count(decoded, known_paths, report)
                 if decoded.record is None:
