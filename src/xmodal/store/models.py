@@ -32,6 +32,7 @@ class Item(Base):
     """One indexed file (or one that failed, with the reason)."""
 
     __tablename__ = "items"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (ids are never reused: migration 0004)
 
     id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(2048), index=True)
@@ -79,7 +80,7 @@ class Embedding(Base):
     """
 
     __tablename__ = "embeddings"
-    __table_args__ = (Index("ix_embeddings_item_space", "item_id", "space"),)
+    __table_args__ = (Index("ix_embeddings_item_space", "item_id", "space"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
@@ -93,6 +94,7 @@ class IndexRun(Base):
     """One run of the indexer: when, over what, and how it ended."""
 
     __tablename__ = "index_runs"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
 
     id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
     roots: Mapped[list[str]] = mapped_column(JSON)
@@ -100,3 +102,24 @@ class IndexRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), default="running")
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DeletedVector(Base):
+    """A vector whose catalog row is gone but which a published index may still hold; the next writer tombstones
+    it and removes the row."""
+
+    __tablename__ = "deleted_vectors"
+    __table_args__ = (Index("ix_deleted_vectors_space", "space"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
+    space: Mapped[str] = mapped_column(String(64))
+    vector_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class CatalogMeta(Base):
+    """Facts about the catalog itself, e.g. ``home_id``: the home whose vector files it describes."""
+
+    __tablename__ = "catalog_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
