@@ -28,7 +28,10 @@ import numpy as np
 from common import write_result
 
 from xmodal.store.ann import IndexKind, IndexPolicy, SearchTuning
-from xmodal.store.vectors import SpaceHeader, VectorIndex
+from xmodal.store.manifest import read_manifest
+from xmodal.store.merge_policy import MergePolicy
+from xmodal.store.snapshot import SpaceSnapshot
+from xmodal.store.writer import SpaceWriter
 
 QUERIES = 1000
 K = 10
@@ -96,9 +99,20 @@ def run_xmodal(
     """xmodal's own choice and tuning; for HNSW also the recall/QPS curve over efSearch through the wrapper."""
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        index = VectorIndex.create(Path(scratch) / "s", SpaceHeader("bench", "none", "none", base.shape[1]), policy)
-        index.add(np.arange(len(base)), base)
-        index.save()  # chooses, builds and tunes the index
+        directory = Path(scratch) / "s"
+        writer = SpaceWriter.open(
+            directory,
+            space="bench",
+            encoder_spec="none",
+            fingerprint="none",
+            dim=base.shape[1],
+            dtype="float32",
+            policy=policy,
+            merges=MergePolicy(),
+        )
+        writer.add(np.arange(len(base)), base)
+        writer.publish()  # one segment: chooses, builds and tunes its index
+        index = SpaceSnapshot.open(directory, read_manifest(directory))  # type: ignore[arg-type]
         build_s = time.perf_counter() - started
         found, qps = _timed_search(lambda: index.search(queries, K)[1])
         size = sum(p.stat().st_size for p in (Path(scratch) / "s").rglob("index.faiss"))
@@ -107,7 +121,7 @@ def run_xmodal(
         row = Row(
             name,
             "xmodal",
-            index.header.index_key,
+            index.index_key,
             policy.target_recall,
             effort,
             _recall(found, truth),

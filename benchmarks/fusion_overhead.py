@@ -27,8 +27,10 @@ from common import write_result
 
 from xmodal import Engine, QueryPart, Settings
 from xmodal.encoders.base import l2_normalise
+from xmodal.store.ann import IndexPolicy
 from xmodal.store.catalog import ItemRecord, NewEmbedding, WriteRequest
-from xmodal.store.vectors import SpaceHeader, VectorIndex
+from xmodal.store.merge_policy import MergePolicy
+from xmodal.store.writer import SpaceWriter
 
 SPACES = {"clip": 512, "text": 384}
 
@@ -39,7 +41,16 @@ def build(home: Path, items: int, seed: int = 0) -> Engine:
     indexes = {}
     for name, dim in SPACES.items():
         engine.catalog.save_space(name=name, encoder_spec="synthetic", dim=dim, fingerprint="synthetic")
-        indexes[name] = VectorIndex.create(engine.settings.spaces_dir / name, SpaceHeader(name, "synthetic", "x", dim))
+        indexes[name] = SpaceWriter.open(
+            engine.settings.spaces_dir / name,
+            space=name,
+            encoder_spec="synthetic",
+            fingerprint="x",
+            dim=dim,
+            dtype="float16",
+            policy=IndexPolicy(),
+            merges=MergePolicy(),
+        )
     for start in range(0, items, 5000):
         requests = [
             WriteRequest(
@@ -53,7 +64,7 @@ def build(home: Path, items: int, seed: int = 0) -> Engine:
         for name, dim in SPACES.items():
             indexes[name].add(np.asarray(new_ids[name]), l2_normalise(rng.normal(size=(len(new_ids[name]), dim))))
     for index in indexes.values():
-        index.save()
+        index.publish()
     return engine
 
 

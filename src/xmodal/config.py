@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ByteSize, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,9 @@ class JpegDecode(StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     DEVICE = "device"
+
+
+VectorDtype = Literal["float16", "float32"]
 
 
 def _default_home() -> Path:
@@ -119,6 +123,14 @@ class Settings(BaseSettings):
         default=0.1, gt=0, description="Rebuild an HNSW/IVF index once removed vectors pass this share of live ones."
     )
     index_tune_queries: PositiveInt = Field(default=200, description="Sample queries used to tune search effort.")
+    vector_dtype: VectorDtype = Field(
+        default="float16", description="How segments keep raw vectors: float16 (half the disk) or float32 (exact)."
+    )
+    merge_factor: int = Field(default=10, ge=2, description="Segments of one size tier that merge into one.")
+    merge_floor: PositiveInt = Field(default=2048, description="Segments smaller than this count as this size.")
+    merge_max_sync: PositiveInt = Field(
+        default=250_000, description="Merges into larger segments wait for the end of an indexer run."
+    )
 
     max_file_bytes: PositiveInt = Field(default=256 * 2**20, description="Larger files are recorded as failed.")
     max_image_pixels: PositiveInt = Field(default=89_478_485, description="Decompression-bomb limit (pixels).")

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import math
+import os
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +24,14 @@ from PIL import Image
 from xmodal.config import FusionMethod, Settings
 from xmodal.encoders import build_encoder
 from xmodal.encoders.speech import Transcriber
-from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError, XmodalError
+from xmodal.errors import (
+    CatalogInUseError,
+    DecodeError,
+    IndexLockedError,
+    InvalidQueryError,
+    NotFoundError,
+    XmodalError,
+)
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
 from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
@@ -59,6 +68,23 @@ class EngineStats:
     spaces: list[SpaceStats] = field(default_factory=list)
 
 
+def home_id(home: Path) -> str:
+    """The home's identity (a random id in ``home/home_id``, made on first use), which its catalog records."""
+    path = home / "home_id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        staged = home / f".home_id.{uuid.uuid4().hex}"
+        staged.write_text(uuid.uuid4().hex)
+        try:
+            os.link(staged, path)  # atomic: of two processes making one at once, one wins
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink()
+        return path.read_text().strip()
+
+
 class Engine:
     """Index and search one xmodal home. Open with :meth:`open`; close when done (or use ``with``)."""
 
@@ -89,6 +115,11 @@ class Engine:
             settings = settings.model_copy(update={**({"home": Path(home)} if home else {}), **overrides})
         settings.home.mkdir(parents=True, exist_ok=True)
         catalog = Catalog.open(settings.catalog_url)
+        try:
+            catalog.claim_home(home_id(settings.home), str(settings.home))
+        except CatalogInUseError:
+            catalog.close()
+            raise
         return cls(settings, catalog, SpaceSet.from_settings(settings, catalog, build_encoder))
 
     def close(self) -> None:
@@ -120,7 +151,10 @@ class Engine:
             self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
         )
         with index_lock(self.settings.home, self.catalog):
-            return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
+            try:
+                return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
+            finally:
+                self.spaces.release_writers()  # the lock goes: the next writer starts from what is on disk
 
     # searching -------------------------------------------------------------------------------------------
 
@@ -284,7 +318,7 @@ class Engine:
                     vectors=space.size,
                     dim=row.dim if row else None,
                     fingerprint=row.fingerprint if row else None,
-                    index=index.header.index_key if index else "Flat",
+                    index=index.index_key if index else "Flat",
                     tombstones=index.tombstones if index else 0,
                     search_effort=index.tuning.as_dict() if index else {},
                 )
@@ -297,18 +331,28 @@ class Engine:
             spaces=spaces,
         )
 
-    def delete_items(self, item_ids: Sequence[int]) -> int:
-        """Forget items (catalog rows and vectors; their files stay); returns how many existed. Takes the home's
-        indexer lock, so it waits for no one: ``IndexLockedError`` while an indexer runs."""
-        with index_lock(self.settings.home, self.catalog):
-            count, vectors = self.catalog.delete_items(item_ids)
-            self.spaces.remove_vectors(vectors)
-            self.spaces.save()
+    def delete_items(self, item_ids: Sequence[int], *, publish: bool = True) -> int:
+        """Forget items (catalog rows and vectors; their files stay); returns how many existed.
+
+        The items leave the catalog at once, so no search returns them; their vectors are queued for the home's
+        writer. With ``publish`` and no indexer running, this call takes the writer lock and publishes the
+        deletion itself; otherwise (a server, or an indexer holding the lock) the next publication applies it.
+        """
+        count, _ = self.catalog.delete_items(item_ids)
+        if publish:
+            try:
+                with index_lock(self.settings.home, self.catalog):
+                    for space in self.spaces:
+                        space.reconcile()  # opens the writer of a space with queued deletions
+                    self.spaces.save()
+                    self.spaces.release_writers()
+            except IndexLockedError:
+                pass  # the running indexer applies the queued deletions at its next publication
         return count
 
     def reload(self) -> None:
-        """Pick up indexes another process (a nightly indexer) published since they were loaded."""
-        self.spaces.refresh()
+        """Load the newest publication of every space now (servers also pick them up in the background)."""
+        self.spaces.refresh(wait=True)
 
     def readiness(self) -> dict[str, str]:
         """Per space: ``ready``, ``empty`` (nothing indexed yet) or why it cannot answer. Loads the encoders of
@@ -319,7 +363,7 @@ class Engine:
                 states[space.name] = "empty"
                 continue
             try:
-                space.checked_index()
+                space.check_encoder()
                 states[space.name] = "ready"
             except XmodalError as exc:
                 states[space.name] = str(exc).splitlines()[0]

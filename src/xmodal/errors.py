@@ -7,7 +7,8 @@
     ├── DecodeError              a file or upload could not be read as the media it claims to be
     ├── InvalidQueryError        a query is empty, too long or asks for something impossible
     ├── NotFoundError            an item, space or file does not exist
-    └── IndexLockedError         another indexer is running on the same home
+    ├── IndexLockedError         another indexer is running on the same home
+    └── CatalogInUseError        the catalog database belongs to another home
 
 Errors raised by lower libraries are translated here at the boundary and chained with ``from exc``.
 """
@@ -58,3 +59,7 @@ class NotFoundError(XmodalError):
 
 class IndexLockedError(XmodalError):
     """Another indexer holds the home's lock."""
+
+
+class CatalogInUseError(XmodalError):
+    """The catalog database describes another home's vectors; each home needs its own catalog."""

@@ -1,7 +1,9 @@
-"""A vector space at run time: its encoder, its FAISS index and the catalog rows behind the ids.
+"""A vector space at run time: its encoder, its published segments and the catalog rows behind the ids.
 
 This is where the two halves of the store meet the encoders; the indexer writes through it and the search
-reads through it.
+reads through it. Readers hold a :class:`~xmodal.store.snapshot.SpaceSnapshot` and swap in a newer one, loaded in
+the background, when another process publishes; only the process holding the home's writer lock opens a
+:class:`~xmodal.store.writer.SpaceWriter`.
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from xmodal.config import Settings
 from xmodal.encoders import Encoder, build_encoder
 from xmodal.modality import Modality
 from xmodal.store.ann import IndexPolicy
 from xmodal.store.catalog import Catalog
-from xmodal.store.vectors import SpaceHeader, VectorIndex, current_version
+from xmodal.store.legacy import has_legacy, read_legacy, remove_legacy
+from xmodal.store.manifest import manifest_stamp, read_manifest
+from xmodal.store.merge_policy import MergePolicy
+from xmodal.store.snapshot import SpaceSnapshot
+from xmodal.store.writer import SpaceWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,110 +46,240 @@ def index_policy(settings: Settings) -> IndexPolicy:
     )
 
 
+def merge_policy(settings: Settings) -> MergePolicy:
+    """The settings' ``merge_*`` fields as the store's merge policy."""
+    return MergePolicy(
+        factor=settings.merge_factor,
+        floor=settings.merge_floor,
+        max_sync=settings.merge_max_sync,
+        deleted_ratio=min(1.0, settings.index_compact_ratio),
+    )
+
+
+class CatalogDeletions:
+    """The catalog's queue of deleted vectors of one space, as the writer reads and clears it."""
+
+    def __init__(self, catalog: Catalog, space: str) -> None:
+        self._catalog, self._space = catalog, space
+
+    def pending(self) -> tuple[np.ndarray, int | None]:
+        return self._catalog.queued_deletions(self._space)
+
+    def clear(self, upto: int) -> None:
+        self._catalog.clear_deletions(self._space, upto)
+
+
 class VectorSpace:
-    """One named space. The index is opened lazily and checked against the encoder's fingerprint."""
+    """One named space: a reader of its published snapshot, and its writer when this process holds the lock."""
 
     def __init__(
-        self, name: str, encoder: Encoder, directory: Path, catalog: Catalog, policy: IndexPolicy | None = None
+        self,
+        name: str,
+        encoder: Encoder,
+        directory: Path,
+        catalog: Catalog,
+        policy: IndexPolicy | None = None,
+        *,
+        merges: MergePolicy | None = None,
+        dtype: str = "float16",
     ) -> None:
         self.name = name
         self.encoder = encoder
         self.directory = directory
         self.catalog = catalog
         self.policy = policy or IndexPolicy()
-        self._index: VectorIndex | None = None
-        self._loaded_version: Path | None = None
+        self.merges = merges or MergePolicy()
+        self.dtype = dtype
+        self._snapshot: SpaceSnapshot | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._opened = False
+        self._loading = False
+        self._writer: SpaceWriter | None = None
         self._checked = False
         self._lock = threading.Lock()
 
     def embeds(self, modality: Modality) -> bool:
         return modality in self.encoder.modalities
 
-    def stored_index(self) -> VectorIndex | None:
-        """The saved index as it is, without loading the encoder (``None`` before the first vector)."""
-        with self._lock:
-            if self._index is None:
-                self._loaded_version = current_version(self.directory)
-                self._index = VectorIndex.load(self.directory, self.policy)
-            return self._index
+    # reading ---------------------------------------------------------------------------------------------
 
-    def refresh(self) -> bool:
-        """Pick up a newer saved index (another process indexed and published one); True if it did.
+    def stored_index(self) -> SpaceSnapshot | None:
+        """The published snapshot as it is, without loading the encoder (``None`` before the first publication)."""
+        if not self._opened:
+            with self._lock:
+                if not self._opened:
+                    self._migrate_legacy()
+                    self._load()
+                    self._opened = True
+        return self._snapshot
 
-        Indexes are published by an atomic rename, so a reader sees the old file or the new one, never half of
-        one; queries already running keep the index object they started with.
+    def refresh(self, *, wait: bool = False) -> bool:
+        """Pick up a newer publication (another process published one); True if one was found.
+
+        The check is one ``stat``. The new snapshot is loaded in a background thread unless ``wait``: requests keep
+        the snapshot they started with and never wait for a load.
         """
-        with self._lock:
-            if self._index is None or self._index.dirty:
-                return False  # not loaded yet, or this process is the one writing
-            version = current_version(self.directory)
-            if version == self._loaded_version or version is None:
-                return False
-            fresh = VectorIndex.load(self.directory, self.policy)
-            if fresh is None:
-                return False
-            self._index, self._loaded_version = fresh, version
+        if not self._opened:
+            self.stored_index()
             return True
-
-    def checked_index(self) -> VectorIndex:
-        """The index, created if needed, after checking that it was built by this space's encoder."""
-        index = self.stored_index()
+        if manifest_stamp(self.directory) == self._stamp:
+            return False
+        if wait:
+            with self._lock:
+                self._load()
+            return True
         with self._lock:
-            if index is None:
-                header = SpaceHeader(self.name, self.encoder.spec, self.encoder.fingerprint, self.encoder.dim)
-                self._index = index = VectorIndex.create(self.directory, header, self.policy)
-                self.catalog.save_space(
-                    name=self.name,
-                    encoder_spec=header.encoder_spec,
-                    dim=header.dim,
-                    fingerprint=header.fingerprint,
-                )
-                self._checked = True
-            elif not self._checked:
-                index.check_compatible(self.encoder.spec, self.encoder.fingerprint)
-                self._checked = True
-            return index
+            if self._loading:
+                return False
+            self._loading = True
+        threading.Thread(target=self._load_in_background, name=f"xmodal-load-{self.name}", daemon=True).start()
+        return True
+
+    def _load_in_background(self) -> None:
+        try:
+            with self._lock:
+                self._load()
+        except Exception:  # the current snapshot stays; the next refresh tries again
+            log.exception("space %s: could not load the newest publication", self.name)
+        finally:
+            self._loading = False
+
+    def _load(self) -> None:
+        """Open the published manifest, reusing the segments the current snapshot already has open."""
+        for attempt in range(3):
+            stamp = manifest_stamp(self.directory)
+            manifest = read_manifest(self.directory)
+            if manifest is None:
+                self._snapshot, self._stamp = None, stamp
+                return
+            opened = {s.info.name: s for s in self._snapshot.segments} if self._snapshot else {}
+            try:
+                self._snapshot = SpaceSnapshot.open(self.directory, manifest, opened)
+            except FileNotFoundError:  # a newer publication removed an old segment meanwhile: read it instead
+                if attempt == 2:
+                    raise
+                continue
+            self._stamp = stamp
+            return
+
+    def _migrate_legacy(self) -> None:
+        """Turn a space saved before segments into one segment (once, by whichever process opens it first)."""
+        if not has_legacy(self.directory) or read_manifest(self.directory) is not None:
+            return
+        with FileLock(self.directory / ".migrate.lock"):
+            if read_manifest(self.directory) is not None:
+                return
+            legacy = read_legacy(self.directory)
+            if legacy is None:
+                return
+            writer = SpaceWriter.open(
+                self.directory,
+                space=self.name,
+                encoder_spec=legacy.encoder_spec,
+                fingerprint=legacy.fingerprint,
+                dim=legacy.dim,
+                dtype=self.dtype,
+                policy=self.policy,
+                merges=self.merges,
+            )
+            writer.add(legacy.ids, legacy.vectors)
+            writer.publish(final=True)
+            remove_legacy(self.directory)
+            log.info("space %s: moved %d vectors into the segment store", self.name, len(legacy.ids))
+
+    def check_encoder(self) -> None:
+        """Load the encoder and check that the published vectors were made by it (``SpaceMismatchError`` if not)."""
+        snapshot = self.stored_index()
+        if self._checked:
+            return
+        if snapshot is not None:
+            snapshot.check_compatible(self.encoder.spec, self.encoder.fingerprint)
+        else:
+            self.encoder.fingerprint  # noqa: B018 (loads the model: a missing one fails here, not mid-run)
+        self._checked = True
 
     @property
     def size(self) -> int:
-        index = self.stored_index()
-        return index.ntotal if index else 0
+        snapshot = self.stored_index()
+        return snapshot.ntotal if snapshot else 0
 
-    def save(self) -> None:
-        if self._index is not None and self._index.dirty:
-            self._index.save()
+    # writing (the holder of the home's writer lock only) -------------------------------------------------
+
+    def writer(self) -> SpaceWriter:
+        """This space's writer, opened on the newest publication, after checking the encoder (lock holder only)."""
+        self.check_encoder()
+        return self._open_writer()
+
+    def _open_writer(self) -> SpaceWriter:
+        if self._writer is None:
+            published = read_manifest(self.directory) is not None
+            if not published:
+                self.catalog.save_space(
+                    name=self.name,
+                    encoder_spec=self.encoder.spec,
+                    dim=self.encoder.dim,
+                    fingerprint=self.encoder.fingerprint,
+                )
+            self._writer = SpaceWriter.open(
+                self.directory,
+                space=self.name,
+                encoder_spec=self.encoder.spec,
+                fingerprint=self.encoder.fingerprint if not published else "",
+                dim=self.encoder.dim if not published else 0,
+                dtype=self.dtype,
+                policy=self.policy,
+                merges=self.merges,
+            )
+        return self._writer
+
+    def save(self, *, final: bool = False) -> bool:
+        """Publish what this process wrote, with the deletions queued in the catalog; True if it published.
+
+        Only a process that opened the writer publishes (a server never does). ``final``: the end of a run, when
+        merges too large for a checkpoint run.
+        """
+        writer = self._writer
+        if writer is None:
+            return False
+        queued = self.catalog.has_queued_deletions(self.name)
+        if not (writer.dirty or queued or (final and writer.needs_merge(final=True))):
+            return False
+        writer.publish(CatalogDeletions(self.catalog, self.name), final=final)
+        self.refresh(wait=True)
+        return True
+
+    def release_writer(self) -> None:
+        """Drop the writer; anything it did not publish is lost (the lock holder publishes before letting go)."""
+        self._writer = None
 
     def reconcile(self) -> int:
-        """Make the catalog and the index agree id for id after an interrupted run; returns the fixes made.
+        """After an interrupted run: forget catalog rows newer than the last publication; returns how many.
 
-        Vectors without a catalog row leave the index; catalog rows without a vector are deleted, so the
-        items they belong to are embedded again by the next run.
+        Vectors are published after their rows commit, so rows above the manifest's high-water mark are the only
+        ones a crash can leave without vectors; their items are embedded again by this run. Deletions that did
+        not reach a publication are still queued in the catalog and applied by the next one. The cost is the
+        work since the last publication, not the size of the space.
         """
-        index = self.stored_index()
-        in_catalog = np.asarray(self.catalog.vector_ids(self.name), dtype=np.int64)
-        in_index = index.ids() if index is not None else np.zeros(0, dtype=np.int64)
-        orphan_vectors = np.setdiff1d(in_index, in_catalog)
-        orphan_rows = np.setdiff1d(in_catalog, in_index)
-        if index is not None and len(orphan_vectors):
-            index.remove(orphan_vectors)
-            index.save()
-        if len(orphan_rows):
-            self.catalog.delete_embeddings(self.name, orphan_rows.tolist())
-        if len(orphan_vectors) or len(orphan_rows):
+        manifest = read_manifest(self.directory)
+        high_water = manifest.high_water if manifest is not None else 0
+        if manifest is not None and self.catalog.has_queued_deletions(self.name):
+            self._open_writer()  # so that this run's publication applies them, even if nothing else changes
+        orphans = self.catalog.vector_ids_above(self.name, high_water)
+        if len(orphans):
+            self.catalog.delete_embeddings(self.name, orphans.tolist())
             log.warning(
-                "space %s: repaired %d orphan vectors and %d orphan rows after an interrupted run",
+                "space %s: forgot %d vectors an interrupted run had not published; their items are embedded again",
                 self.name,
-                len(orphan_vectors),
-                len(orphan_rows),
+                len(orphans),
             )
-        return int(len(orphan_vectors) + len(orphan_rows))
+        return len(orphans)
 
     def drop(self) -> int:
         """Delete the space's vectors and catalog rows; returns how many embeddings went."""
         with self._lock:
             count = self.catalog.drop_space(self.name)
             shutil.rmtree(self.directory, ignore_errors=True)
-            self._index, self._checked = None, False
+            self._snapshot, self._stamp, self._writer, self._checked = None, None, None, False
         return count
 
 
@@ -155,10 +292,18 @@ class SpaceSet:
     @classmethod
     def from_settings(cls, settings: Settings, catalog: Catalog, build: EncoderBuilder = build_encoder) -> SpaceSet:
         """The settings' spaces; ``build`` makes each encoder (tests pass one that shares loaded models)."""
-        policy = index_policy(settings)
+        policy, merges = index_policy(settings), merge_policy(settings)
         return cls(
             {
-                name: VectorSpace(name, build(spec, settings), settings.spaces_dir / name, catalog, policy)
+                name: VectorSpace(
+                    name,
+                    build(spec, settings),
+                    settings.spaces_dir / name,
+                    catalog,
+                    policy,
+                    merges=merges,
+                    dtype=settings.vector_dtype,
+                )
                 for name, spec in settings.space_encoders().items()
             }
         )
@@ -175,18 +320,17 @@ class SpaceSet:
     def names(self) -> list[str]:
         return list(self._spaces)
 
-    def save(self) -> None:
+    def save(self, *, final: bool = False) -> None:
+        """Publish every space this process wrote to (the writer lock's holder only)."""
         for space in self:
-            space.save()
+            space.save(final=final)
 
-    def remove_vectors(self, by_space: Mapping[str, Sequence[int]]) -> None:
-        """Take these vector ids (per space name) out of the indexes; spaces not open here hold none of them."""
-        for name, ids in by_space.items():
-            index = self._spaces[name].stored_index() if name in self._spaces else None
-            if index is not None:
-                index.remove(np.asarray(ids, dtype=np.int64))
-
-    def refresh(self) -> None:
-        """Pick up indexes another process published since they were loaded."""
+    def refresh(self, *, wait: bool = False) -> None:
+        """Pick up publications another process made since they were loaded."""
         for space in self:
-            space.refresh()
+            space.refresh(wait=wait)
+
+    def release_writers(self) -> None:
+        """Forget the writers (when the writer lock is released: the next holder starts from the disk)."""
+        for space in self:
+            space.release_writer()

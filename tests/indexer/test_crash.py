@@ -19,7 +19,8 @@ from tests.conftest import make_settings, write_corpus
 from xmodal.config import Settings
 from xmodal.encoders import Encoder
 from xmodal.engine import Engine
-from xmodal.store.vectors import VectorIndex
+from xmodal.store.manifest import read_manifest
+from xmodal.store.snapshot import SpaceSnapshot
 
 ROUNDS = 10
 
@@ -64,7 +65,8 @@ def _check_invariants(settings: Settings, root: Path) -> None:
                 wanted |= {"clap"}
             assert wanted <= coverage.get(state.item_id, set()), path
         for name in engine.spaces.names():
-            on_disk = VectorIndex.load(settings.spaces_dir / name)
+            manifest = read_manifest(settings.spaces_dir / name)
+            on_disk = SpaceSnapshot.open(settings.spaces_dir / name, manifest) if manifest else None
             ids = on_disk.ids().tolist() if on_disk else []
             assert len(ids) == len(set(ids)), name  # nothing duplicated
             assert sorted(ids) == sorted(engine.catalog.vector_ids(name)), name  # catalog and index agree

@@ -13,8 +13,10 @@ from xmodal.config import Settings
 from xmodal.encoders.base import l2_normalise
 from xmodal.engine import Engine
 from xmodal.search.query import QueryPart
+from xmodal.store.ann import IndexPolicy
 from xmodal.store.catalog import ItemRecord, NewEmbedding, WriteRequest
-from xmodal.store.vectors import SpaceHeader, VectorIndex
+from xmodal.store.merge_policy import MergePolicy
+from xmodal.store.writer import SpaceWriter
 
 DIM = 8
 EXTENSIONS = {"image": [".jpg", ".png"], "text": [".txt", ".md"], "audio": [".wav", ".ogg"]}
@@ -44,7 +46,16 @@ def _build(home: Path, items: list[dict], seed: int, database_url: str | None = 
     settings = Settings(home=home, database_url=database_url, collapse_duplicates=False, lexical=False)
     engine = Engine.open(settings=settings)
     engine.catalog.save_space(name="text", encoder_spec="test", dim=DIM, fingerprint="test")
-    index = VectorIndex.create(engine.settings.spaces_dir / "text", SpaceHeader("text", "test", "test", DIM))
+    index = SpaceWriter.open(
+        engine.settings.spaces_dir / "text",
+        space="text",
+        encoder_spec="test",
+        fingerprint="test",
+        dim=DIM,
+        dtype="float32",
+        policy=IndexPolicy(),
+        merges=MergePolicy(),
+    )
     rng = np.random.default_rng(seed)
     requests = []
     for number, item in enumerate(items):
@@ -61,7 +72,7 @@ def _build(home: Path, items: list[dict], seed: int, database_url: str | None = 
     new_ids, _ = engine.catalog.write_items(requests)
     vectors = l2_normalise(rng.normal(size=(len(new_ids["text"]), DIM)))
     index.add(np.asarray(new_ids["text"]), vectors)
-    index.save()
+    index.publish()
     return engine
 
 

@@ -41,12 +41,15 @@ def test_rewriting_an_item_replaces_its_embeddings(tmp_path: Path) -> None:
     catalog.close()
 
 
-def test_reconcile_repairs_an_interrupted_run(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
+def test_reconcile_forgets_rows_an_interrupted_run_never_published(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
     space = engine.spaces["text"]
-    index = space.checked_index()
-    new, _ = engine.catalog.write_items([WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]})])
-    index.add(np.array([987654]), np.ones((1, index.header.dim), dtype=np.float32))  # vector with no row
-    assert space.reconcile() == 2  # the orphan vector goes, and the row whose vector never landed
-    assert index.ntotal == 0
-    assert engine.catalog.vector_ids("text") == []
-    assert new["text"]
+    writer = space.writer()
+    kept, _ = engine.catalog.write_items([WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]})])
+    writer.add(np.asarray(kept["text"]), np.ones((1, writer.manifest.dim), dtype=np.float32))
+    space.save()
+    lost, _ = engine.catalog.write_items([WriteRequest(_record("/r/b"), {"text": [NewEmbedding()]})])
+    space.release_writer()  # the process died before publishing /r/b's vector
+    assert space.reconcile() == 1  # only the row above the last publication goes
+    assert engine.catalog.vector_ids("text") == kept["text"]
+    assert space.stored_index().ids().tolist() == kept["text"]
+    assert lost["text"][0] > kept["text"][0]

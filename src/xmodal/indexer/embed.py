@@ -48,11 +48,12 @@ def _copied(item_id: int, spaces: Sequence[VectorSpace]) -> dict[str, FileVector
     """The vectors an already indexed item has in each space, to serve a copy of its file."""
     copied: dict[str, FileVectors] = {}
     for space in spaces:
-        index = space.stored_index()
         rows = space.catalog.embeddings_of(item_id, space.name)
-        if index is None or not rows:
+        if not rows:
             continue
-        vectors = index.reconstruct(np.asarray([row.id for row in rows]))
+        found, vectors = space.writer().vectors_of(np.asarray([row.id for row in rows]))
+        if len(found) != len(rows):
+            continue  # not all published or buffered: encode the file afresh
         copied[space.name] = FileVectors([NewEmbedding(row.chunk, row.start, row.end) for row in rows], list(vectors))
     return copied
 

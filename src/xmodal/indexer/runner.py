@@ -164,7 +164,7 @@ class Indexer:
                 report.pruned = self._prune(roots, scan.seen)
             status = "finished"
         finally:
-            self.spaces.save()
+            self.spaces.save(final=True)
             self.progress.finish()
             report.timings["total_s"] = time.perf_counter() - started
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
@@ -187,9 +187,9 @@ class Indexer:
         (``SpaceMismatchError`` otherwise), even when no file changed; unchanged specs load nothing."""
         for space in self.spaces:
             stored = space.stored_index()
-            if stored is not None and stored.header.encoder_spec != space.encoder.spec:
+            if stored is not None and stored.manifest.encoder_spec != space.encoder.spec:
                 try:
-                    space.checked_index()
+                    space.check_encoder()
                 except WeightsUnavailableError:
                     continue  # reported when there is work for this space
 
@@ -198,7 +198,7 @@ class Indexer:
         active: list[VectorSpace] = []
         for space in self.spaces:
             try:
-                space.checked_index()
+                space.writer()  # loads the model, checks it against the published vectors, registers the space
             except WeightsUnavailableError as exc:
                 report.spaces_unavailable[space.name] = str(exc)
                 log.warning("space %s skipped: %s", space.name, exc)
@@ -239,9 +239,8 @@ class Indexer:
         return scan
 
     def _prune(self, roots: Sequence[Path], seen: set[str]) -> int:
-        count, vectors = self.catalog.prune([str(root.absolute()) for root in roots], seen)
-        self.spaces.remove_vectors(vectors)
-        return count
+        count, _ = self.catalog.prune([str(root.absolute()) for root in roots], seen)
+        return count  # their vectors are queued in the catalog; this run's last publication tombstones them
 
     def _process(
         self,

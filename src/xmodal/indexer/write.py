@@ -1,8 +1,9 @@
 """Pipeline stage 3: commit items with their vectors.
 
-The catalog transaction commits first, then the vectors go into the in-memory indexes, which are saved every
-few thousand items and at the end. A crash in between leaves catalog rows without vectors; the next run's
-reconciliation (``VectorSpace.reconcile``) removes them, and the items are embedded again.
+The catalog transaction commits first (it also queues the vectors of replaced rows for deletion), then the
+vectors go to each space's writer, which publishes them as a segment every few thousand items and at the end. A
+crash in between leaves catalog rows above the last publication's high-water mark; the next run's reconciliation
+(``VectorSpace.reconcile``) forgets them, and the items are embedded again.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ def write_batch(
         requests.append(WriteRequest(decoded.record, embeddings, body))
         for name, file_vectors in per_space.items():
             stacked.setdefault(name, []).extend(file_vectors.vectors)
-    new_ids, old_ids = catalog.write_items(requests)
-    spaces.remove_vectors(old_ids)
+    new_ids, _ = catalog.write_items(requests)
     added = 0
     for name, ids in new_ids.items():
-        spaces[name].checked_index().add(np.asarray(ids, dtype=np.int64), np.stack(stacked[name]))
+        spaces[name].writer().add(np.asarray(ids, dtype=np.int64), np.stack(stacked[name]))
         added += len(ids)
     return added

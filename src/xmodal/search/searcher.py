@@ -204,11 +204,11 @@ class Searcher:
         if part.kind is PartKind.VECTOR:
             index = space.stored_index()
             vector = np.asarray(part.value, dtype=np.float32).reshape(-1)
-            if index is None or vector.shape[0] != index.header.dim:
+            if index is None or vector.shape[0] != index.dim:
                 raise InvalidQueryError(f"A vector for space '{space.name}' must have {space.encoder.dim} numbers.")
             return l2_normalise(vector.reshape(1, -1))[0]
         try:
-            space.checked_index()  # loads the encoder and refuses a space built by another model
+            space.check_encoder()  # loads the encoder and refuses a space built by another model
         except WeightsUnavailableError as exc:
             if run.query.space is not None:
                 raise
@@ -224,7 +224,10 @@ class Searcher:
             if self.catalog.get_item(item_id) is None:
                 raise NotFoundError(f"No item with id {item_id}.")
             return None
-        return l2_normalise(index.reconstruct(np.asarray(ids)).mean(axis=0, keepdims=True))[0]
+        _, vectors = index.vectors_of(np.asarray(ids))
+        if len(vectors) == 0:
+            return None  # indexed after the publication this server has loaded
+        return l2_normalise(vectors.mean(axis=0, keepdims=True))[0]
 
     # candidates and evidence -----------------------------------------------------------------------------
 
@@ -256,9 +259,11 @@ class Searcher:
         index = self.spaces[space].stored_index()
         if missing and index is not None:
             owned = self.catalog.vector_ids_of_items(space, missing)
+            wanted = np.asarray([i for item_id in missing for i in owned.get(item_id, [])], dtype=np.int64)
+            found, vectors = index.vectors_of(wanted)  # one vectorised read; unpublished ids are left out
+            by_id = dict(zip(found.tolist(), vectors, strict=True))
             for item_id in missing:
-                ids = owned.get(item_id, [])
-                cached[item_id] = list(zip(ids, index.reconstruct(np.asarray(ids)), strict=True)) if ids else []
+                cached[item_id] = [(i, by_id[i]) for i in owned.get(item_id, []) if i in by_id]
         return cached
 
     def _evidence(self, run: _Run) -> tuple[dict[int, Evidence], dict[int, tuple[Source, int | None]]]:

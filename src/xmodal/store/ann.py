@@ -104,8 +104,11 @@ def _unwrap(index: faiss.Index) -> faiss.Index:
     return index
 
 
-def empty_index(plan: IndexPlan, dim: int, policy: IndexPolicy, training: np.ndarray | None = None) -> faiss.Index:
-    """An empty id-mapped index for ``plan``; IVF-PQ needs ``training`` vectors (trained on the GPU if any)."""
+def empty_index(
+    plan: IndexPlan, dim: int, policy: IndexPolicy, training: np.ndarray | None = None, *, id_map: bool = True
+) -> faiss.Index:
+    """An empty index for ``plan``, id-mapped unless ``id_map`` is False and the index takes labels of its own
+    (IVF does; HNSW always gets a map); IVF-PQ needs ``training`` vectors (trained on the GPU if any)."""
     if plan.kind is IndexKind.FLAT:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if plan.kind is IndexKind.HNSW:
@@ -123,6 +126,8 @@ def empty_index(plan: IndexPlan, dim: int, policy: IndexPolicy, training: np.nda
     if faiss.get_num_gpus() > 0:  # k-means on the GPU; the trained index stays on the CPU
         ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(ivf.d))
     inner.train(np.ascontiguousarray(training, dtype=np.float32))
+    if not id_map:
+        return inner
     ivf.make_direct_map()  # lets the id map reconstruct (approximate) vectors by id
     return faiss.IndexIDMap2(inner)
 
@@ -177,10 +182,13 @@ def search_parameters(index: faiss.Index, tuning: SearchTuning, selector: faiss.
     outer = faiss.SearchParametersPreTransform()
     outer.index_params = ivf_params
     keep: list[object] = [selector, ivf_params]
-    if selector is not None:
-        translated = faiss.IDSelectorTranslated(faiss.downcast_index(index).id_map, selector)
+    mapped = faiss.downcast_index(index)
+    if selector is not None and isinstance(mapped, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        translated = faiss.IDSelectorTranslated(mapped.id_map, selector)
         ivf_params.sel = translated
         keep.append(translated)
+    elif selector is not None:  # a segment's index: labels are row numbers already
+        ivf_params.sel = selector
     return _Params(outer, keep)
 
 

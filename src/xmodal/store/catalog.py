@@ -8,20 +8,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+import numpy as np
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from xmodal.errors import CatalogInUseError
 from xmodal.store import lexical
 from xmodal.store.database import connect, migrate, session_factory
 from xmodal.store.filters import ItemFilter, escape_like
 from xmodal.store.lexical import LexicalDocument
-from xmodal.store.models import Embedding, IndexRun, Item, ItemStatus, Space, utcnow
+from xmodal.store.models import CatalogMeta, DeletedVector, Embedding, IndexRun, Item, ItemStatus, Space, utcnow
 
 _IN_CHUNK = 500  # ids per IN (...) clause: below every backend's parameter limit
 
 
 def _delete_items(session: Session, item_ids: list[int]) -> dict[str, list[int]]:
-    """Delete items with their embeddings and full-text rows; returns the vector ids per space."""
+    """Delete items with their embeddings and full-text rows; returns the vector ids per space (queued for the
+    writer, which tombstones them at its next publication)."""
     vectors: dict[str, list[int]] = defaultdict(list)
     for part in _chunks(item_ids):
         for vector_id, space in session.execute(
@@ -31,7 +34,15 @@ def _delete_items(session: Session, item_ids: list[int]) -> dict[str, list[int]]
         session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
         lexical.replace_documents(session, part, [])
         session.execute(delete(Item).where(Item.id.in_(part)))
+    _queue_deletions(session, vectors)
     return dict(vectors)
+
+
+def _queue_deletions(session: Session, vectors: dict[str, list[int]]) -> None:
+    """Record vector ids whose rows are gone, in the same transaction, for the writer to apply."""
+    rows = [{"space": space, "vector_id": vector_id} for space, ids in vectors.items() for vector_id in ids]
+    if rows:
+        session.execute(insert(DeletedVector), rows)
 
 
 def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -235,6 +246,7 @@ class Catalog:
                 ):
                     old_ids[space].append(vector_id)
                 session.execute(delete(Embedding).where(Embedding.item_id.in_(part)))
+            _queue_deletions(session, old_ids)
             for item, request in zip(items, requests, strict=True):
                 for space, embeddings in request.embeddings.items():
                     rows = [
@@ -301,6 +313,53 @@ class Catalog:
     def vector_ids(self, space: str) -> list[int]:
         with self.session() as session:
             return list(session.scalars(select(Embedding.id).where(Embedding.space == space)))
+
+    def vector_ids_above(self, space: str, high_water: int) -> np.ndarray:
+        """Ids of ``space``'s embedding rows above ``high_water`` (a range scan of the primary key)."""
+        query = select(Embedding.id).where(Embedding.id > high_water, Embedding.space == space)
+        with self.session() as session:
+            return np.fromiter(session.scalars(query), dtype=np.int64)
+
+    # deletions queued for the writer ---------------------------------------------------------------------
+
+    def queued_deletions(self, space: str) -> tuple[np.ndarray, int | None]:
+        """(vector ids queued for deletion in ``space``, the last queue id read; ``None`` when none)."""
+        query = select(DeletedVector.id, DeletedVector.vector_id).where(DeletedVector.space == space)
+        with self.session() as session:
+            rows = session.execute(query.order_by(DeletedVector.id)).all()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), None
+        return np.asarray([r[1] for r in rows], dtype=np.int64), int(rows[-1][0])
+
+    def has_queued_deletions(self, space: str) -> bool:
+        with self.session() as session:
+            return session.scalar(select(DeletedVector.id).where(DeletedVector.space == space).limit(1)) is not None
+
+    def clear_deletions(self, space: str, upto: int) -> None:
+        """Forget queued deletions of ``space`` up to queue id ``upto`` (a publication applied them)."""
+        with self.session() as session, session.begin():
+            session.execute(delete(DeletedVector).where(DeletedVector.space == space, DeletedVector.id <= upto))
+
+    # which home the catalog belongs to -------------------------------------------------------------------
+
+    def claim_home(self, home_id: str, home: str) -> None:
+        """Record that this catalog describes the vectors of ``home_id``; ``CatalogInUseError`` if another home's.
+
+        Two homes sharing one catalog would each delete the other's rows as orphans of their own vector files.
+        """
+        with self.session() as session, session.begin():
+            owner = session.get(CatalogMeta, "home_id")
+            if owner is None:
+                session.add(CatalogMeta(key="home_id", value=home_id))
+                session.merge(CatalogMeta(key="home_path", value=home))
+                return
+            if owner.value != home_id:
+                where = session.get(CatalogMeta, "home_path")
+                raise CatalogInUseError(
+                    f"The catalog {self.url if '@' not in self.url else '(database URL)'} belongs to another xmodal "
+                    f"home ({where.value if where else owner.value}); this home is {home}. Each home needs its own "
+                    "catalog: set XMODAL_DATABASE_URL to another database, or XMODAL_HOME to the home that owns it."
+                )
 
     def resolve_vectors(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
         """Vector id -> the item (and text span) it belongs to."""

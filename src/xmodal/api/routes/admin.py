@@ -43,11 +43,8 @@ def _index(engine: Engine, paths: list[str], prune: bool) -> None:
 
 @router.delete("/items/{item_id}", response_model=AdminAccepted, responses={404: {"model": ErrorBody}})
 def delete_item(item_id: Annotated[int, PathParam(ge=0, le=2**63 - 1)], engine: EngineDep) -> AdminAccepted:
-    """Forget an item: its catalog row and vectors (the file itself stays)."""
-    try:
-        deleted = engine.delete_items([item_id])
-    except IndexLockedError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    """Forget an item: its catalog row at once, its vectors at the next index run (the file itself stays)."""
+    deleted = engine.delete_items([item_id], publish=False)  # a server never publishes: the indexer applies it
     if not deleted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No item with id {item_id}.")
     return AdminAccepted(status="deleted", detail=f"item {item_id}")
