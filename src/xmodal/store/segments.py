@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,13 +169,8 @@ class Segment:
         self.raw: np.ndarray = np.load(folder / VECTORS_FILE, mmap_mode="r")
         self._tuning = SearchTuning(**info.tuning) if info.tuning else SearchTuning()
         self._gpu = GpuReplica()
-        self._index: faiss.Index
-        if info.kind is IndexKind.FLAT:
-            self._index = faiss.IndexFlatIP(self.raw.shape[1])
-            if len(self.raw):
-                self._index.add(np.ascontiguousarray(self.raw, dtype=np.float32))
-        else:
-            self._index = faiss.read_index(str(folder / INDEX_FILE))
+        self._loaded: faiss.Index | None = None  # opened on the first search: a writer never needs it
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, directory: Path, name: str) -> Segment:
@@ -185,6 +181,25 @@ class Segment:
     @property
     def kind(self) -> IndexKind:
         return self.info.kind
+
+    @property
+    def _index(self) -> faiss.Index:
+        """The FAISS index: read from its file, or for a flat segment made from the raw vectors as float32."""
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    if self.info.kind is IndexKind.FLAT:
+                        index = faiss.IndexFlatIP(self.raw.shape[1])
+                        if len(self.raw):
+                            index.add(np.ascontiguousarray(self.raw, dtype=np.float32))
+                    else:
+                        index = faiss.read_index(str(self.folder / INDEX_FILE))
+                    self._loaded = index
+        return self._loaded
+
+    def warm(self) -> None:
+        """Open the index now (readers do, in the background loader, so no request pays for it)."""
+        _ = self._index
 
     @property
     def tuning(self) -> SearchTuning:

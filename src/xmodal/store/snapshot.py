@@ -41,6 +41,8 @@ class SpaceSnapshot:
         segments = [
             opened.get(info.name) or Segment.open(directory / SEGMENTS_DIR, info.name) for info in manifest.segments
         ]
+        for segment in segments:
+            segment.warm()  # the loader pays for opening indexes, not the first request
         return cls(directory, manifest, segments, read_tombstones(directory, manifest))
 
     # what it holds ---------------------------------------------------------------------------------------
