@@ -35,7 +35,7 @@ from xmodal.store.filters import ItemFilter
 from xmodal.store.models import Item
 
 ImageInput = str | Path | bytes | Image.Image
-AudioInput = str | Path | bytes
+AudioInput = str | Path | bytes | AudioClip
 
 
 @dataclass
@@ -238,6 +238,8 @@ class Engine:
             raise DecodeError(f"The query image could not be read: {exc}") from exc
 
     def _load_audio(self, audio: AudioInput) -> AudioClip:
+        if isinstance(audio, AudioClip):  # already decoded (e.g. a query part reused across searches)
+            return audio
         if not audio_supported():
             raise InvalidQueryError("Audio queries need the audio extra: pip install 'xmodal[audio]'.")
         data = self._query_bytes(audio, "audio clip")
