@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -111,13 +111,21 @@ class Engine:
         prune: bool = False,
         max_items: int | None = None,
         ray_address: str | None = None,
+        on_plan: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
         home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
         whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
-        encode on a Ray cluster (``local`` starts one on this machine), committing here."""
+        encode on a Ray cluster (``local`` starts one on this machine), committing here. ``on_plan`` is told of
+        long work before it starts (how many audio files will be transcribed, and about how long it takes)."""
         indexer = Indexer(
-            self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
+            self.settings,
+            self.catalog,
+            self.spaces,
+            progress,
+            transcriber=self.transcriber,
+            ray_address=ray_address,
+            on_plan=on_plan,
         )
         with index_lock(self.settings.home, self.catalog):
             return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
@@ -181,6 +189,8 @@ class Engine:
         except ValueError as exc:
             raise InvalidQueryError(f"{exc}; see the query's documentation for the accepted values.") from exc
         conditions = [f"{key}={value}" for key, value in where.items()] if isinstance(where, Mapping) else where
+        if min_score is not None and not math.isfinite(min_score):
+            raise InvalidQueryError(f"min_score must be a finite number, got {min_score}.")
         diversity = self.settings.diversity if diversity is None else diversity
         if not 0 <= diversity <= 1:
             raise InvalidQueryError(f"diversity must be between 0 and 1, got {diversity}.")
