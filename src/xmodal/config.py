@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     max_text_bytes: PositiveInt = Field(default=8 * 2**20, description="Larger text files are recorded as failed.")
     max_caption_chars: PositiveInt = Field(default=2000, description="Sidecar captions are cut to this length.")
     text_excerpt_chars: PositiveInt = Field(default=400, description="Length of the excerpt stored per text item.")
+    svg_render_side: int = Field(
+        default=384, ge=32, le=4096, description="SVG images are rendered this many pixels on their longest side."
+    )
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
 

@@ -243,7 +243,7 @@ class Engine:
             return to_rgb(image)
         data = self._query_bytes(image, "image")
         try:
-            return decode_image(data, ImageLimits(self.settings.max_image_pixels)).image
+            return decode_image(data, ImageLimits(self.settings.max_image_pixels, self.settings.svg_render_side)).image
         except DecodeError as exc:
             raise DecodeError(f"The query image could not be read: {exc}") from exc
 
