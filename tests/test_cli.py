@@ -236,13 +236,17 @@ def test_unavailable_weights_are_one_short_line_with_the_remedy(
     monkeypatch.setenv("XMODAL_CLIP_ENCODER", "open_clip:hf-hub:nobody/not-cached-clip")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root = write_corpus(cli_env / "corpus", images=1, texts=2)
+    monkeypatch.setenv("COLUMNS", "400")  # one line per message, as in a wide terminal or a log file
     code, output = _run_main(monkeypatch, capsys, "index", str(root))
     assert code == 0, output
-    assert output.count("not-cached-clip") == 1, output
-    assert "xmodal models pull open_clip:hf-hub:nobody/not-cached-clip" in output
+    said = [line for line in output.splitlines() if "not-cached-clip" in line]
+    assert len(said) == 1 and "was not indexed" in said[0], output  # once, on one line
+    assert "fix: xmodal models pull open_clip:hf-hub:nobody/not-cached-clip" in said[0]
+    assert "To fix it, do one of these" not in output
     code, output = _run_main(monkeypatch, capsys, "search", "river", "--image", str(root / "image_000.png"))
     assert code == 0, output
-    assert output.count("not-cached-clip") <= 2, output  # the space line, and the image part it left unused
+    said = [line for line in output.splitlines() if "not-cached-clip" in line]
+    assert len(said) == 2, output  # the space line, and the image part it left unused
     assert "query part 'image#" in output and "not used" in output
 
 
@@ -250,7 +254,7 @@ def test_transcription_is_announced_with_an_estimate_and_max_items_is_honoured(c
     from tests.conftest import write_audio_corpus
 
     audio_root = write_audio_corpus(cli_env / "audio", clips=3, texts=0)
-    result = CliRunner().invoke(app, ["index", str(audio_root), "--max-items", "1"])
+    result = CliRunner().invoke(app, ["index", str(audio_root), "--max-items", "1"], terminal_width=300)
     assert result.exit_code == 0, result.output
     assert "1 audio files will be transcribed" in result.output and "left 2 files for later runs" in result.output
     assert "deferred (--max-items)" in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -78,10 +79,12 @@ def _open(settings: Settings, *, existing: bool) -> Engine:
 
 
 def short_reason(reason: str) -> str:
-    """One line for a space that could not be used: the cause, and the first remedy when there is one."""
-    lines = [line.strip() for line in reason.splitlines() if line.strip()]
-    remedy = next((line.removeprefix("- ").rstrip(";.") for line in lines[1:] if line.startswith("- ")), None)
-    return lines[0] if remedy is None or not lines else f"{lines[0].rstrip('.')} (fix: {remedy})"
+    """One line for a space that could not be used: the cause, and the remedy when the weights are missing."""
+    first = reason.strip().splitlines()[0] if reason.strip() else reason
+    pull = re.search(r"`(xmodal models pull [^`]+)`", reason)
+    if pull is None:
+        return first
+    return f"{first.rstrip('.')}; fix: {pull.group(1)} where there is network, then copy the cache here (see README)"
 
 
 def _version(value: bool) -> None:
@@ -179,7 +182,7 @@ def _print_report(console: Console, report: IndexReport, decode_workers: int) ->
     ]:
         table.add_row(label, str(value))
     console.print(table)
-    console.print(timing_line(report.timings, decode_workers), highlight=False)
+    console.print(timing_line(report.timings, decode_workers), highlight=False, soft_wrap=True)
     for reason, count in report.skipped_reasons.most_common():
         console.print(Text(f"  skipped {count}: {reason}"))
     for name, reason in report.spaces_unavailable.items():
@@ -223,7 +226,7 @@ def index(
             prune=prune,
             max_items=max_items,
             ray_address=ray_address or ("local" if ray else None),
-            on_plan=None if quiet or as_json else lambda line: Console(stderr=True).print(Text(line)),
+            on_plan=None if quiet or as_json else lambda line: Console(stderr=True).print(Text(line), soft_wrap=True),
         )
     if report_file is not None:
         report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -540,6 +543,11 @@ def _quiet_model_loading() -> None:
     Said through their environment variables, so that transformers is not imported unless a model loads."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (an embedding application): tell it directly
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
     logging.getLogger().setLevel(logging.WARNING)
 
 

@@ -196,9 +196,11 @@ class Indexer:
         audio = sum(1 for source in todo if source.extension in AUDIO_EXTENSIONS)
         if transcriber is None or not audio or self.on_plan is None:
             return
-        minutes = audio * self.settings.transcribe_estimate_s / 60
+        seconds = audio * self.settings.transcribe_estimate_s
+        minutes = seconds / 60
+        about = f"{minutes:.0f} min" if minutes >= 1 else f"{seconds:.0f} s"
         line = (
-            f"{audio} audio files will be transcribed by '{transcriber.spec}' (about {minutes:.0f} min at "
+            f"{audio} audio files will be transcribed by '{transcriber.spec}' (about {about} at "
             f"~{self.settings.transcribe_estimate_s:g} s per file; XMODAL_SPEECH_MODEL='' turns speech off)."
         )
         if report.deferred:
