@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from xmodal.api.metrics import ApiMetrics
-from xmodal.api.routes import admin, clip_retrieval, health, items, search, web
+from xmodal.api.routes import admin, clip_retrieval, health, items, overview, search, web
 from xmodal.config import Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.add_middleware(
             CORSMiddleware, allow_origins=resolved.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
-    for module in (search, items, admin, clip_retrieval, health, web):
+    for module in (search, items, overview, admin, clip_retrieval, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     return app

@@ -176,3 +176,32 @@ class MetadataRequest(BaseModel):
 
     ids: list[int] = Field(max_length=10_000)
     indice_name: str | None = None
+
+
+class SpaceOverview(BaseModel):
+    name: str
+    encoder: str
+    vectors: int
+    modalities: list[str]
+    available: bool = Field(description="Whether the space's model weights are at hand (it can answer queries).")
+    reason: str | None = None
+
+
+class RunOverview(BaseModel):
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    roots: list[str]
+    scanned: int
+    indexed: int
+    updated: int
+    failed: int
+    still_failing: int
+
+
+class OverviewBody(BaseModel):
+    items_by_modality: dict[str, int]
+    items_by_status: dict[str, int]
+    spaces: list[SpaceOverview]
+    examples: list[str] = Field(description="Example queries: captions of indexed items.")
+    last_run: RunOverview | None
