@@ -43,3 +43,43 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert services["indexer"]["profiles"] == ["jobs"]  # a job, run by the host's scheduler
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert set(compose["volumes"]) == {"xmodal-home", "postgres-data"}
+
+
+def test_the_build_context_leaves_out_the_venv_and_homes() -> None:
+    """Without a .dockerignore a 7 GB .venv went to the Docker daemon as build context."""
+    ignore = (DOCKER.parent / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*")] == "*"  # everything out, then only what the images copy back in
+    copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", (DOCKER / "Dockerfile").read_text(), re.MULTILINE))
+    allowed = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}
+    assert {part.rstrip("/") for entry in copied for part in entry.split()} <= allowed
+
+
+def test_both_images_use_one_python_and_the_cuda_image_matches_torchs_cuda() -> None:
+    cpu = (DOCKER / "Dockerfile").read_text()
+    cuda = (DOCKER / "Dockerfile.cuda").read_text()
+    assert set(re.findall(r"^FROM python:(3\.\d+)-slim", cpu, re.MULTILINE)) == {"3.12"}
+    bases = set(re.findall(r"^FROM nvidia/cuda:(\d+)\.(\d+)\.\d+-\w+-ubuntu24\.04", cuda, re.MULTILINE))
+    assert bases == {("13", "0")}  # Ubuntu 24.04's python3 is 3.12; torch 2.14.1's PyPI wheels are cu130
+    pinned = re.search(r'"torch==([\d.]+)"', (DOCKER.parent / "pyproject.toml").read_text())
+    assert pinned is not None and pinned.group(1) == "2.14.1"
+
+
+def test_no_extra_installs_a_second_faiss_beside_faiss_cpu() -> None:
+    import tomllib
+
+    project = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    faiss = {re.split(r"[<>=\[ ;]", requirement)[0] for requirement in requirements if requirement.startswith("faiss")}
+    assert faiss == {"faiss-cpu"}
+
+
+def test_compose_builds_the_image_once() -> None:
+    compose_spec = pytest.importorskip("compose_spec")
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda match: match.group(2), (DOCKER / "compose.yaml").read_text())
+    services = compose_spec.PyCompose.from_yaml(text).to_dict()["services"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert built == ["api"]
+    assert services["indexer"]["image"] == services["api"]["image"] and services["indexer"]["pull_policy"] == "never"

@@ -10,19 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
+from rich.text import Text
 
 from xmodal.config import FusionMethod, Settings
-from xmodal.engine import Engine
 from xmodal.errors import (
     ConfigError,
     IndexLockedError,
@@ -32,9 +34,11 @@ from xmodal.errors import (
     WeightsUnavailableError,
     XmodalError,
 )
-from xmodal.indexer.runner import IndexReport
-from xmodal.search.query import QueryPart
-from xmodal.search.searcher import SearchResponse
+
+if TYPE_CHECKING:  # the engine (and the model libraries behind it) load only in the commands that use them
+    from xmodal.engine import Engine
+    from xmodal.indexer.runner import IndexReport
+    from xmodal.search.searcher import SearchResponse
 
 app = typer.Typer(help="Cross-modal search over folders of images, audio and texts.", no_args_is_help=True)
 models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
@@ -59,6 +63,45 @@ def _settings(home: Path | None, **overrides: object) -> Settings:
 
 def _console() -> Console:
     return Console(stderr=False)
+
+
+def _open(settings: Settings, *, existing: bool) -> Engine:
+    """The engine of the settings' home; ``existing``: refuse a home that is not there (a mistyped ``--home``
+    must not silently create an empty one)."""
+    from xmodal.engine import Engine
+
+    if existing and not settings.home.is_dir():
+        raise ConfigError(
+            f"No xmodal home at {settings.home}. Check --home or XMODAL_HOME, or create it by indexing: "
+            f"xmodal index FOLDER --home {settings.home}"
+        )
+    return Engine.open(settings=settings)
+
+
+def short_reason(reason: str) -> str:
+    """One line for a space that could not be used: the cause, and the remedy when the weights are missing."""
+    first = reason.strip().splitlines()[0] if reason.strip() else reason
+    pull = re.search(r"`(xmodal models pull [^`]+)`", reason)
+    if pull is None:
+        return first
+    return f"{first.rstrip('.')}; fix: {pull.group(1)} where there is network, then copy the cache here (see README)"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"xmodal {version('xmodal')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    """Cross-modal search over folders of images, audio and texts."""
 
 
 class BarProgress:
@@ -99,7 +142,28 @@ class BarProgress:
         self._bar.stop()
 
 
-def _print_report(console: Console, report: IndexReport) -> None:
+def _print_failures(console: Console, report: IndexReport) -> None:
+    if report.failures:
+        # One plain line per file, never folded, so logs can be grepped.
+        console.print(f"[red]{len(report.failures)} failed files:[/red]")
+        for path, reason in report.failures:
+            console.print(Text(f"  {path}: {reason}"), highlight=False, soft_wrap=True)
+
+
+def timing_line(timings: dict[str, float], decode_workers: int) -> str:
+    """Wall-clock stage times, and decode time apart: it is summed over the decode threads, so it can exceed the
+    total."""
+    wall = {name.removesuffix("_s"): seconds for name, seconds in timings.items() if name != "decode_s"}
+    total = wall.pop("total", None)
+    parts = [f"{name} {seconds:.1f}s" for name, seconds in wall.items()]
+    line = f"time: total {total:.1f}s wall" if total is not None else "time:"
+    line += f" ({', '.join(parts)})" if parts else ""
+    if "decode_s" in timings:
+        line += f"; decode {timings['decode_s']:.1f}s summed over {decode_workers} threads"
+    return line
+
+
+def _print_report(console: Console, report: IndexReport, decode_workers: int) -> None:
     table = Table(title="Index run", show_header=True)
     table.add_column("outcome")
     table.add_column("files", justify="right")
@@ -110,6 +174,7 @@ def _print_report(console: Console, report: IndexReport) -> None:
         ("unchanged", report.unchanged),
         ("skipped (unsupported)", report.skipped),
         ("failed", report.failed),
+        ("failed before, unchanged", report.still_failing),
         ("moved or copied (vectors reused)", report.reused),
         ("pruned (file gone)", report.pruned),
         ("deferred (--max-items)", report.deferred),
@@ -117,17 +182,12 @@ def _print_report(console: Console, report: IndexReport) -> None:
     ]:
         table.add_row(label, str(value))
     console.print(table)
-    timings = ", ".join(f"{name.removesuffix('_s')} {seconds:.1f}s" for name, seconds in report.timings.items())
-    console.print(f"time: {timings}")
+    console.print(timing_line(report.timings, decode_workers), highlight=False, soft_wrap=True)
     for reason, count in report.skipped_reasons.most_common():
-        console.print(f"  skipped {count}: {reason}")
+        console.print(Text(f"  skipped {count}: {reason}"))
     for name, reason in report.spaces_unavailable.items():
-        console.print(f"[yellow]space '{name}' was not indexed:[/yellow] {reason}")
-    if report.failures:
-        # One plain line per file, never folded, so logs can be grepped.
-        console.print(f"[red]{len(report.failures)} failed files:[/red]")
-        for path, reason in report.failures:
-            console.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]space '{escape(name)}' was not indexed:[/yellow] {escape(short_reason(reason))}")
+    _print_failures(console, report)
 
 
 @app.command()
@@ -145,34 +205,38 @@ def index(
             "--target-recall", min=0.01, max=1.0, help="Tune approximate indexes to this recall@10 (default 0.95)."
         ),
     ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Decode and encode on Ray (a local cluster). Needs the distributed extra.")
+    ] = False,
     ray_address: Annotated[
         str | None,
         typer.Option(
-            "--ray",
-            flag_value="local",
-            help="Decode and encode on Ray: --ray alone starts a local cluster; --ray=ADDRESS joins one "
-            "(e.g. auto or ray://head:10001). Needs the distributed extra.",
+            "--ray-address", help="Join this Ray cluster instead (e.g. auto or ray://head:10001); implies --ray."
         ),
     ] = None,
 ) -> None:
     """Index files and folders: new and changed files are embedded, unchanged ones skipped."""
     console = _console()
     show_bar = not quiet and not as_json and sys.stderr.isatty()
-    with Engine.open(settings=_settings(home, index_target_recall=target_recall)) as engine:
+    settings = _settings(home, index_target_recall=target_recall)
+    with _open(settings, existing=False) as engine:
         report = engine.index(
             paths,
             progress=BarProgress() if show_bar else None,
             prune=prune,
             max_items=max_items,
-            ray_address=ray_address,
+            ray_address=ray_address or ("local" if ray else None),
+            on_plan=None if quiet or as_json else lambda line: Console(stderr=True).print(Text(line), soft_wrap=True),
         )
     if report_file is not None:
         report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
-    elif not quiet or report.failures:
-        _print_report(console, report)
-    raise typer.Exit(1 if report.failed else 0)
+    elif quiet:
+        _print_failures(console, report)
+    else:
+        _print_report(console, report, settings.decode_workers)
+    raise typer.Exit(1 if report.failed or report.still_failing else 0)
 
 
 @app.command()
@@ -196,6 +260,8 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Search by texts, images, audio clips and items, with weights, filters and pages."""
+    from xmodal.search.query import QueryPart
+
     parts = [
         *(QueryPart.text(t) for t in texts or []),
         *(QueryPart.image(p) for p in images or []),
@@ -203,7 +269,7 @@ def search(
         *(QueryPart.text(t, weight=-1.0) for t in negatives or []),
         *(QueryPart.item(i) for i in like or []),
     ]
-    with Engine.open(settings=_settings(home)) as engine:
+    with _open(_settings(home), existing=True) as engine:
         query = engine.build_query(
             text=text, parts=parts, k=k, modalities=modality, where=where, space=space, cursor=cursor,
             min_score=min_score, explain=explain, fusion=fusion, diversity=diversity,
@@ -213,9 +279,10 @@ def search(
         print(
             json.dumps(
                 {
-                    "results": [asdict(result) for result in response.results],
+                    "results": [result_json(asdict(result)) for result in response.results],
                     "spaces_searched": response.spaces_searched,
                     "spaces_unavailable": response.spaces_unavailable,
+                    "parts_ignored": response.parts_ignored,
                     "next_cursor": response.next_cursor,
                 },
                 indent=2,
@@ -223,6 +290,11 @@ def search(
         )
         return
     _print_results(_console(), response, explain)
+
+
+def result_json(result: dict[str, object]) -> dict[str, object]:
+    """A result as the HTTP API names its fields (``id``, not ``item_id``)."""
+    return {("id" if key == "item_id" else key): value for key, value in result.items()}
 
 
 def _print_results(console: Console, response: SearchResponse, explain: bool) -> None:
@@ -240,13 +312,20 @@ def _print_results(console: Console, response: SearchResponse, explain: bool) ->
                 f"\n  {c.space} {c.part}: {c.raw:.3f} -> {c.contribution:+.2f}" for c in result.explanation
             )
         table.add_row(
-            str(rank), f"{result.score:.4f}", str(result.item_id), result.modality or "", result.path, snippet[:400]
+            str(rank),
+            f"{result.score:.4f}",
+            str(result.item_id),
+            result.modality or "",
+            Text(result.path),  # Text: captions and paths are shown as they are, never read as markup
+            Text(snippet[:400]),
         )
     console.print(table)
     if response.next_cursor:
-        console.print(f"more: --cursor {response.next_cursor}")
+        console.print(f"more: --cursor {response.next_cursor}", highlight=False)
     for name, reason in response.spaces_unavailable.items():
-        console.print(f"[yellow]space '{name}' not searched:[/yellow] {reason}")
+        console.print(f"[yellow]space '{escape(name)}' not searched:[/yellow] {escape(short_reason(reason))}")
+    for part, reason in response.parts_ignored.items():
+        console.print(f"[yellow]query part '{escape(part)}' not used:[/yellow] {escape(reason)}")
 
 
 @app.command()
@@ -274,13 +353,13 @@ def serve(
 @app.command()
 def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """What the home holds: items by modality and status, vectors per space."""
-    with Engine.open(settings=_settings(home)) as engine:
+    with _open(_settings(home), existing=True) as engine:
         info = engine.stats()
     if as_json:
         print(json.dumps(asdict(info), indent=2))
         return
     console = _console()
-    console.print(f"home: {info.home}\ncatalog: {info.catalog_url}")
+    console.print(Text(f"home: {info.home}\ncatalog: {info.catalog_url}"))
     console.print("items: " + (", ".join(f"{k} {v}" for k, v in sorted(info.items_by_modality.items())) or "none"))
     console.print("status: " + (", ".join(f"{k} {v}" for k, v in sorted(info.items_by_status.items())) or "none"))
     table = Table(show_header=True)
@@ -288,8 +367,8 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
         table.add_column(column, overflow="fold")
     for space in info.spaces:
         table.add_row(
-            space.name,
-            space.encoder_spec,
+            Text(space.name),
+            Text(space.encoder_spec),
             str(space.vectors) + (f" (+{space.tombstones} removed)" if space.tombstones else ""),
             str(space.dim or ""),
             space.index,
@@ -315,31 +394,55 @@ def models_pull(
 
     settings = _settings(home)
     console = _console()
+    failed = 0
     for spec in specs or list(settings.space_encoders().values()):
-        console.print(f"pulling {spec} ...")
-        console.print(f"  ready (fingerprint {pull(spec, settings)}) in {settings.models_dir}")
+        console.print(Text(f"pulling {spec} ..."))
+        try:
+            fingerprint = pull(spec, settings)
+        except WeightsUnavailableError as exc:  # a network or hub failure: a runtime error (1), not a usage one
+            console.print(f"  [red]failed:[/red] {escape(str(exc).splitlines()[0])}")
+            failed += 1
+            continue
+        console.print(Text(f"  ready (fingerprint {fingerprint}) in {settings.models_dir}"))
+    raise typer.Exit(1 if failed else 0)
 
 
 @models_app.command("list")
 def models_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """Models in the cache, and the encoders each space is configured with."""
-    from xmodal.encoders.weights import list_cached
+    """The models each space (and speech) uses and whether their weights are at hand, and what the cache holds."""
+    from xmodal.encoders.weights import list_cached, models_in_use
 
     settings = _settings(home)
     cached = list_cached(settings)
+    in_use = models_in_use(settings)
     if as_json:
-        print(json.dumps({"cache": str(settings.models_dir), "models": [asdict(m) for m in cached]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "cache": str(settings.models_dir),
+                    "in_use": [asdict(m) for m in in_use],
+                    "models": [asdict(m) for m in cached],
+                },
+                indent=2,
+            )
+        )
         return
     console = _console()
-    console.print(f"cache: {settings.models_dir}")
-    for name, spec in settings.space_encoders().items():
-        console.print(f"space {name}: {spec}")
+    uses = Table(title="models in use", show_header=True)
+    for column in ("used by", "model", "weights"):
+        uses.add_column(column, overflow="fold")
+    for model in in_use:
+        uses.add_row(Text(model.used_by), Text(model.spec), Text(model.weights))
+    console.print(uses)
+    console.print(Text(f"cache: {settings.models_dir}"))
     table = Table(show_header=True)
     for column in ("repository", "size (MB)", "files"):
         table.add_column(column)
     for model in cached:
-        table.add_row(model.repo, f"{model.size_bytes / 1e6:.1f}", str(model.files))
-    console.print(table if cached else "no downloaded models in the cache")
+        table.add_row(Text(model.repo), f"{model.size_bytes / 1e6:.1f}", str(model.files))
+    console.print(
+        table if cached else "nothing downloaded into the cache (installed and local models need no download)"
+    )
 
 
 @spaces_app.command("drop")
@@ -351,7 +454,7 @@ def spaces_drop(
     """Delete a space's vectors, e.g. to re-index it with another model."""
     if not yes:
         typer.confirm(f"Delete every vector of space '{name}'?", abort=True)
-    with Engine.open(settings=_settings(home)) as engine:
+    with _open(_settings(home), existing=True) as engine:
         dropped = engine.drop_space(name)
     _console().print(f"space '{name}': {dropped} vectors deleted; the next `xmodal index` embeds them again")
 
@@ -373,7 +476,7 @@ def evaluate(
     dataset = Manifest.load(manifest)
     console = _console()
     show_bar = sys.stderr.isatty()
-    with Engine.open(settings=_settings(home or out / "home")) as engine:
+    with _open(_settings(home or out / "home"), existing=False) as engine:
         report = run_evaluation(
             engine,
             dataset,
@@ -387,8 +490,8 @@ def evaluate(
         out,
         {"manifest": str(manifest.resolve()), "encoders": settings.space_encoders(), "fusion": settings.fusion},
     )
-    console.print(markdown(report), highlight=False, soft_wrap=True)
-    console.print("wrote " + ", ".join(str(path) for path in written))
+    console.print(Text(markdown(report)), highlight=False, soft_wrap=True)
+    console.print(Text("wrote " + ", ".join(str(path) for path in written)))
 
 
 @dataset_app.command("tuxpaint")
@@ -432,15 +535,19 @@ def _write_dataset(manifest: Path, items: list, queries: list) -> None:  # type:
     from xmodal.evaluation.manifest import write_manifest
 
     write_manifest(manifest, items, queries)
-    _console().print(f"wrote {manifest}: {len(items)} items, {len(queries)} queries")
+    _console().print(Text(f"wrote {manifest}: {len(items)} items, {len(queries)} queries"))
 
 
 def _quiet_model_loading() -> None:
-    """Model libraries draw their own progress bars and log chatter while loading; the CLI has its own output."""
-    from transformers.utils import logging as transformers_logging
+    """Model libraries draw their own progress bars and log chatter while loading; the CLI has its own output.
+    Said through their environment variables, so that transformers is not imported unless a model loads."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (an embedding application): tell it directly
+        from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
     logging.getLogger().setLevel(logging.WARNING)
 
 
@@ -475,8 +582,8 @@ def main() -> None:
     try:
         app()
     except IndexLockedError as exc:
-        Console(stderr=True).print(f"[yellow]locked:[/yellow] {exc}", highlight=False)
+        Console(stderr=True).print(f"[yellow]locked:[/yellow] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_LOCKED)
     except XmodalError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, _USAGE_ERRORS) else 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +44,7 @@ from xmodal.store.filters import ItemFilter
 from xmodal.store.models import Item
 
 ImageInput = str | Path | bytes | Image.Image
-AudioInput = str | Path | bytes
+AudioInput = str | Path | bytes | AudioClip
 
 
 @dataclass
@@ -142,13 +142,21 @@ class Engine:
         prune: bool = False,
         max_items: int | None = None,
         ray_address: str | None = None,
+        on_plan: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
         home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
         whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
-        encode on a Ray cluster (``local`` starts one on this machine), committing here."""
+        encode on a Ray cluster (``local`` starts one on this machine), committing here. ``on_plan`` is told of
+        long work before it starts (how many audio files will be transcribed, and about how long it takes)."""
         indexer = Indexer(
-            self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
+            self.settings,
+            self.catalog,
+            self.spaces,
+            progress,
+            transcriber=self.transcriber,
+            ray_address=ray_address,
+            on_plan=on_plan,
         )
         with index_lock(self.settings.home, self.catalog):
             try:
@@ -215,6 +223,8 @@ class Engine:
         except ValueError as exc:
             raise InvalidQueryError(f"{exc}; see the query's documentation for the accepted values.") from exc
         conditions = [f"{key}={value}" for key, value in where.items()] if isinstance(where, Mapping) else where
+        if min_score is not None and not math.isfinite(min_score):
+            raise InvalidQueryError(f"min_score must be a finite number, got {min_score}.")
         diversity = self.settings.diversity if diversity is None else diversity
         if not 0 <= diversity <= 1:
             raise InvalidQueryError(f"diversity must be between 0 and 1, got {diversity}.")
@@ -267,11 +277,13 @@ class Engine:
             return to_rgb(image)
         data = self._query_bytes(image, "image")
         try:
-            return decode_image(data, ImageLimits(self.settings.max_image_pixels)).image
+            return decode_image(data, ImageLimits(self.settings.max_image_pixels, self.settings.svg_render_side)).image
         except DecodeError as exc:
             raise DecodeError(f"The query image could not be read: {exc}") from exc
 
     def _load_audio(self, audio: AudioInput) -> AudioClip:
+        if isinstance(audio, AudioClip):  # already decoded (e.g. a query part reused across searches)
+            return audio
         if not audio_supported():
             raise InvalidQueryError("Audio queries need the audio extra: pip install 'xmodal[audio]'.")
         data = self._query_bytes(audio, "audio clip")

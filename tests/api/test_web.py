@@ -104,3 +104,51 @@ def test_a_bad_query_shows_the_servers_message(page) -> None:
     expect(page.locator("#status")).to_have_class("error")
     expect(page.locator("#status")).to_contain_text("422")
     expect(page.locator(".result")).to_have_count(0)
+
+
+def test_the_landing_page_shows_the_home_and_the_page_says_what_it_did_not_use(page) -> None:
+    expect = sync_api.expect
+    overview = page.locator("#overview")
+    expect(overview).to_be_visible()  # not an empty grey page
+    expect(page.locator("#overview-counts")).to_contain_text("40 image")
+    expect(page.locator("#overview-counts")).to_contain_text("40 text")
+    expect(page.locator("#overview-spaces tbody tr")).to_have_count(3)
+    expect(page.locator("#overview-spaces")).to_contain_text("clip")
+    expect(page.locator("#overview-run")).to_contain_text("finished")
+    examples = page.locator("#overview .example")
+    assert examples.count() >= 1
+    examples.first.click()  # an example query runs
+    expect(page.locator(".result")).to_have_count(24)
+    expect(overview).to_be_hidden()
+
+    first = page.locator(".result").first
+    name = first.locator(".name").text_content()
+    first.locator(".like").click()
+    expect(page.locator("#query-like")).to_be_visible()  # "more like this" shows the item it started from
+    expect(page.locator("#query-like-name")).to_have_text(f"more like: {name}")
+
+    page.fill("#query-text", "river")
+    page.fill("#query-where", "extension")  # no '=': refused with a message, not dropped
+    page.press("#query-text", "Enter")
+    expect(page.locator("#status")).to_have_class("error")
+    expect(page.locator("#status")).to_contain_text("Filter 'extension' is not of the form key=value")
+    page.fill("#query-where", "")
+
+    # What the API says it left out is shown; an audio card gives its length before it is played.
+    def answer(route) -> None:  # type: ignore[no-untyped-def]
+        hit = {
+            "id": 1, "score": 0.5, "modality": "audio", "path": "/m/bell.wav", "media_type": "audio/x-wav",
+            "caption": None, "text_excerpt": None, "metadata": {}, "width": None, "height": None, "space_scores": {},
+            "match": None, "content_url": "/items/1/content", "thumbnail_url": None, "duration": 72.4,
+        }  # fmt: skip
+        body = {
+            "results": [hit], "spaces_searched": ["text"], "spaces_unavailable": {"clip": "weights missing"},
+            "parts_ignored": {"image#1": "clip: weights missing"}, "next_cursor": None, "timings": {},
+        }  # fmt: skip
+        route.fulfill(json=body)
+
+    page.route("**/search", answer)
+    page.press("#query-text", "Enter")
+    expect(page.locator("#notice")).to_be_visible()
+    expect(page.locator("#notice")).to_have_text("image not used: clip: weights missing")
+    expect(page.locator(".result .duration")).to_have_text("1:12")

@@ -94,3 +94,31 @@ def test_the_cli_writes_results_and_says_what_it_wrote(
     measured = json.loads((tmp_path / "out" / "results.json").read_text())["results"]["text->text"]
     assert measured["exact:text"]["R@1"] >= 5 / 6  # items matched back to their ids from a relative folder
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"results.json", "results.md", "recall_at_k.png", "home"}
+
+
+def test_eval_answers_an_audio_query(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `xmodal eval` on a manifest holding an audio query: decoded once, then asked of every space
+    (it crashed with "object of type 'AudioClip' has no len()")."""
+    from tests.conftest import write_audio_corpus
+
+    clips = write_audio_corpus(tmp_path / "clips", clips=3, texts=0)
+    items = [
+        ManifestItem(f"clip-{n}", file=clips / name) for n, name in enumerate(sorted(p.name for p in clips.iterdir()))
+    ]
+    items.append(ManifestItem("doc", text="a bell ringing"))
+    queries = [
+        ManifestQuery("q-audio", frozenset({"clip-0"}), file=items[0].file, task="same clip"),
+        ManifestQuery("q-text", frozenset({"clip-1"}), text="a bell ringing"),
+    ]
+    manifest = tmp_path / "tiny.jsonl"
+    write_manifest(manifest, items, queries)
+    monkeypatch.setenv("XMODAL_CLIP_ENCODER", f"open_clip:local-dir:{tiny_clip_dir}")
+    monkeypatch.setenv("XMODAL_CLAP_ENCODER", f"clap:{tiny_clap_dir}")
+    monkeypatch.setenv("XMODAL_SPEECH_MODEL", "")
+    monkeypatch.setenv("XMODAL_DEVICE", "cpu")
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    measured = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    assert measured["same clip"]["exact:clap"]["R@1"] == 1.0  # a clip finds itself

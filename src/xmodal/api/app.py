@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from xmodal.api.metrics import ApiMetrics
-from xmodal.api.routes import admin, clip_retrieval, health, items, search, web
+from xmodal.api.routes import admin, clip_retrieval, health, items, overview, search, web
 from xmodal.config import Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
@@ -46,6 +47,17 @@ async def _xmodal_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
 
 
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Bad path or query parameters (``/items/abc``) answer ``{"detail": "..."}`` like every other error."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{' '.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}" for error in exc.errors()
+    ]
+    return JSONResponse(
+        {"detail": "Invalid request: " + "; ".join(problems)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """The HTTP API over an engine: one opened from ``settings`` at startup, or ``engine`` as given."""
 
@@ -68,13 +80,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         lifespan=lifespan,
     )
     app.add_exception_handler(XmodalError, _xmodal_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.metrics = ApiMetrics(lambda: getattr(app.state, "engine", None))
     app.middleware("http")(app.state.metrics.middleware)
     if resolved.cors_origins:  # clip-retrieval's hosted front end calls the API from another origin
         app.add_middleware(
             CORSMiddleware, allow_origins=resolved.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
-    for module in (search, items, admin, clip_retrieval, health, web):
+    for module in (search, items, overview, admin, clip_retrieval, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     return app

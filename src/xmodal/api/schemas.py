@@ -47,7 +47,9 @@ class SearchRequest(BaseModel):
     where: dict[str, str] | None = Field(default=None, description="Filters: item fields or metadata keys.")
     space: str | None = Field(default=None, description="Search only this space.")
     cursor: str | None = Field(default=None, description="The next_cursor of the previous page.")
-    min_score: float | None = Field(default=None, description="Drop results whose fused score is lower.")
+    min_score: float | None = Field(
+        default=None, allow_inf_nan=False, description="Drop results whose fused score is lower."
+    )
     explain: bool = Field(default=False, description="Return each space's contribution per result.")
     fusion: FusionMethod | None = None
     diversity: float | None = Field(default=None, ge=0, le=1)
@@ -91,6 +93,10 @@ class SearchResponseBody(BaseModel):
     results: list[SearchHit]
     spaces_searched: list[str]
     spaces_unavailable: dict[str, str]
+    parts_ignored: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parts no space could use (e.g. an image while CLIP is unavailable), and why.",
+    )
     next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
 
@@ -170,3 +176,32 @@ class MetadataRequest(BaseModel):
 
     ids: list[int] = Field(max_length=10_000)
     indice_name: str | None = None
+
+
+class SpaceOverview(BaseModel):
+    name: str
+    encoder: str
+    vectors: int
+    modalities: list[str]
+    available: bool = Field(description="Whether the space's model weights are at hand (it can answer queries).")
+    reason: str | None = None
+
+
+class RunOverview(BaseModel):
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    roots: list[str]
+    scanned: int
+    indexed: int
+    updated: int
+    failed: int
+    still_failing: int
+
+
+class OverviewBody(BaseModel):
+    items_by_modality: dict[str, int]
+    items_by_status: dict[str, int]
+    spaces: list[SpaceOverview]
+    examples: list[str] = Field(description="Example queries: captions of indexed items.")
+    last_run: RunOverview | None

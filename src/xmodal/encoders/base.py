@@ -13,15 +13,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from xmodal.config import DevicePreference, JpegDecode, Settings
 from xmodal.errors import WeightsUnavailableError
 from xmodal.modality import Modality
+
+if TYPE_CHECKING:  # torch is imported where a model is used, so a light command does not pay for it
+    import torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ def fingerprint_module(description: str, module: torch.nn.Module) -> str:
     Each parameter contributes its name, shape, sum and first values, so two checkpoints of one architecture
     get different fingerprints while the same weights always get the same one.
     """
+    import torch  # here, not at the top: a search that loads no model should not pay torch's import
+
     digest = hashlib.sha256(description.encode())
     with torch.no_grad():
         for name, tensor in module.state_dict().items():

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from xmodal.config import DevicePreference, Settings
 
@@ -32,12 +31,14 @@ class BatchSizer:
     @classmethod
     def for_settings(cls, settings: Settings) -> BatchSizer:
         """Start at ``batch_size``; grow up to ``max_batch_size`` when encoders run on CUDA and it is allowed."""
-        on_gpu = settings.device is not DevicePreference.CPU and torch.cuda.is_available()
+        on_gpu = settings.device is not DevicePreference.CPU and _cuda_available()
         maximum = max(settings.batch_size, settings.max_batch_size)
         return cls(settings.batch_size, maximum=maximum, grow=settings.auto_batch_size and on_gpu)
 
     def encode(self, encode: Callable[[Sequence[Any]], np.ndarray], inputs: Sequence[Any]) -> np.ndarray:
         """``encode`` over ``inputs`` in batches of the current size, backing off on out-of-memory errors."""
+        import torch  # loaded by the encoder already; imported here so that importing xmodal stays light
+
         parts: list[np.ndarray] = []
         start = 0
         while start < len(inputs):
@@ -55,9 +56,17 @@ class BatchSizer:
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def _back_off(self, failed: int) -> None:
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self.size = max(1, failed // 2)
         self.maximum = self.size  # never try the size that failed again in this run
         self.backoffs += 1
         log.warning("out of GPU memory at batch size %d; continuing with %d", failed, self.size)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from xmodal.config import Settings
 from xmodal.encoders.registry import build_encoder
@@ -16,6 +17,36 @@ class CachedModel:
     size_bytes: int
     files: int
     path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInUse:
+    """A model the configuration uses, and whether its weights are at hand."""
+
+    used_by: str  # a space's name, or "speech"
+    spec: str
+    weights: str  # "ready" or why not
+
+
+def models_in_use(settings: Settings) -> list[ModelInUse]:
+    """Each space's encoder and the speech model, with whether their weights are at hand (installed, local,
+    cached or downloadable) — without loading them."""
+    from xmodal.encoders.speech import Transcriber
+    from xmodal.errors import XmodalError
+
+    found = []
+    for name, spec in settings.space_encoders().items():
+        try:
+            ready = build_encoder(spec, settings).weights_reachable()
+        except XmodalError as exc:
+            found.append(ModelInUse(name, spec, str(exc).splitlines()[0]))
+            continue
+        found.append(ModelInUse(name, spec, "ready" if ready else "not downloaded: run `xmodal models pull`"))
+    transcriber = Transcriber.from_settings(settings)
+    if transcriber is not None:
+        local = Path(transcriber.location).is_dir()
+        found.append(ModelInUse("speech", transcriber.spec, "ready" if local else "downloaded on first use"))
+    return found
 
 
 def pull(spec: str, settings: Settings) -> str:

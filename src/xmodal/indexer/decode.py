@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xmodal.errors import DecodeError
+from xmodal.indexer.svg import MEDIA_TYPE as SVG_MEDIA_TYPE
+from xmodal.indexer.svg import looks_like_svg, render_svg, svg_supported
 from xmodal.modality import Modality
 
 # JPEGs are decoded at a reduced scale when much larger than this (Pillow's draft mode): encoders and thumbnails
@@ -33,6 +35,7 @@ _TRANSLATION_LINE = re.compile(r"^[A-Za-z_@]{2,16}\.utf-?8=", re.IGNORECASE)
 @dataclass(frozen=True, slots=True)
 class ImageLimits:
     max_pixels: int
+    svg_side: int = 384  # SVGs are rendered this many pixels on their longest side
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class DecodedImage:
 def sniff(data: bytes) -> str | None:
     """The MIME type the content's magic bytes say, if any."""
     kind = filetype.guess(data[:_SNIFF_BYTES])
+    if kind is None and looks_like_svg(data):
+        return SVG_MEDIA_TYPE
     return kind.mime if kind else None
 
 
@@ -82,7 +87,13 @@ def content_hash(data: bytes) -> str:
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
-    """An RGB image from encoded bytes: EXIF orientation applied, first frame of animations, alpha on white."""
+    """An RGB image from encoded bytes: EXIF orientation applied, first frame of animations, alpha on white; an SVG
+    rendered (the svg extra) with its longest side ``limits.svg_side`` pixels."""
+    if looks_like_svg(data):
+        if not svg_supported():
+            raise DecodeError("SVG images need the svg extra: pip install 'xmodal[svg]'")
+        rendered = render_svg(data, max_side=limits.svg_side)
+        return DecodedImage(rendered, rendered.width, rendered.height, SVG_MEDIA_TYPE)
     with _image_errors():
         image, width, height, media_type = _open_checked(data, limits)
         image.seek(0)

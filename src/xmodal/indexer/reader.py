@@ -34,10 +34,12 @@ from xmodal.indexer.decode import (
 )
 from xmodal.indexer.sources import (
     AUDIO_EXTENSIONS,
+    SVG_EXTENSIONS,
     UNSUPPORTED_IMAGE_EXTENSIONS,
     SourceFile,
     image_extensions,
 )
+from xmodal.indexer.svg import svg_supported
 from xmodal.modality import Modality
 from xmodal.store.catalog import ItemRecord
 from xmodal.store.models import Item, ItemStatus
@@ -99,11 +101,13 @@ def precheck(source: SourceFile, limits: ReadLimits) -> DecodedFile | None:
     ext = source.extension
     if ext in UNSUPPORTED_IMAGE_EXTENSIONS:
         return DecodedFile(source, Outcome.SKIPPED, reason=f"{ext} files are not indexed yet")
+    if ext in SVG_EXTENSIONS and not svg_supported():
+        return DecodedFile(source, Outcome.SKIPPED, reason="SVG support is not installed: pip install 'xmodal[svg]'")
     if ext in AUDIO_EXTENSIONS and not audio_supported():
         return DecodedFile(
             source, Outcome.SKIPPED, reason="audio support is not installed: pip install 'xmodal[audio]'"
         )
-    if ext in limits.text_extensions or ext in image_extensions() or ext in AUDIO_EXTENSIONS:
+    if ext in limits.text_extensions or ext in image_extensions() or ext in AUDIO_EXTENSIONS or ext in SVG_EXTENSIONS:
         return None
     try:
         if _sniffs_as_media(source):

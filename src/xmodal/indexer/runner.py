@@ -32,7 +32,7 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
-from xmodal.indexer.sources import SourceFile, walk
+from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, walk
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -69,6 +69,7 @@ class IndexReport:
     indexed: int = 0
     updated: int = 0
     failed: int = 0
+    still_failing: int = 0  # unchanged files that failed in an earlier run (listed in failures again)
     skipped: int = 0
     vectors_added: int = 0
     repaired: int = 0
@@ -112,8 +113,10 @@ class Indexer:
         progress: Progress | None = None,
         transcriber: Transcriber | None = None,
         ray_address: str | None = None,
+        on_plan: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_plan = on_plan  # told, before the work starts, about long work such as transcription
         self.ray_address = ray_address
         self.catalog = catalog
         self.spaces = spaces
@@ -124,7 +127,7 @@ class Indexer:
             max_text_bytes=settings.max_text_bytes,
             max_caption_chars=settings.max_caption_chars,
             text_excerpt_chars=settings.text_excerpt_chars,
-            image=ImageLimits(max_pixels=settings.max_image_pixels),
+            image=ImageLimits(max_pixels=settings.max_image_pixels, svg_side=settings.svg_render_side),
             audio=AudioLimits(max_seconds=settings.max_audio_seconds),
             text_extensions=frozenset(settings.text_extensions),
         )
@@ -145,6 +148,7 @@ class Indexer:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
             scan = self._scan(roots, report)
+            self._report_known_failures(scan, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
             selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()])
@@ -159,7 +163,9 @@ class Indexer:
             if max_items is not None and len(todo) > max_items:
                 report.deferred, todo = len(todo) - max_items, todo[:max_items]
             if todo:
-                self._process(todo, active, self._activate_transcriber(report), scan.coverage, report)
+                transcriber = self._activate_transcriber(report)
+                self._announce(todo, transcriber, report)
+                self._process(todo, active, transcriber, scan.coverage, report)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
                 report.pruned = self._prune(roots, scan.seen)
             status = "finished"
@@ -169,6 +175,39 @@ class Indexer:
             report.timings["total_s"] = time.perf_counter() - started
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
         return report
+
+    def _report_known_failures(self, scan: _Scan, report: IndexReport) -> None:
+        """Unchanged files that failed before stay failures: counted, listed with their reason, exit code 1."""
+        failed = {
+            state.item_id: str(source.path)
+            for source, state in scan.candidates
+            if state is not None and state.status == ItemStatus.FAILED
+        }
+        if not failed:
+            return
+        items = self.catalog.get_items(list(failed))
+        report.still_failing = len(failed)
+        for item_id, path in failed.items():
+            error = items[item_id].error if item_id in items else None
+            report.failures.append((path, f"{error or 'failed'} (failed in an earlier run; unchanged since)"))
+
+    def _announce(self, todo: list[SourceFile], transcriber: Transcriber | None, report: IndexReport) -> None:
+        """Say up front when the run will transcribe many audio files, with an estimate of how long it takes."""
+        audio = sum(1 for source in todo if source.extension in AUDIO_EXTENSIONS)
+        if transcriber is None or not audio or self.on_plan is None:
+            return
+        seconds = audio * self.settings.transcribe_estimate_s
+        minutes = seconds / 60
+        about = f"{minutes:.0f} min" if minutes >= 1 else f"{seconds:.0f} s"
+        line = (
+            f"{audio} audio files will be transcribed by '{transcriber.spec}' (about {about} at "
+            f"~{self.settings.transcribe_estimate_s:g} s per file; XMODAL_SPEECH_MODEL='' turns speech off)."
+        )
+        if report.deferred:
+            line += f" --max-items left {report.deferred} files for later runs."
+        elif minutes >= 1:
+            line += " Use --max-items N to do it over several runs."
+        self.on_plan(line)
 
     def _precheck(self, todo: list[SourceFile], report: IndexReport) -> list[SourceFile]:
         remaining = []
@@ -201,7 +240,7 @@ class Indexer:
                 space.writer()  # loads the model, checks it against the published vectors, registers the space
             except WeightsUnavailableError as exc:
                 report.spaces_unavailable[space.name] = str(exc)
-                log.warning("space %s skipped: %s", space.name, exc)
+                log.info("space %s skipped: %s", space.name, exc)  # the report says it, once
                 continue
             active.append(space)
         return active
@@ -213,7 +252,7 @@ class Indexer:
             self.transcriber.load()
         except WeightsUnavailableError as exc:
             report.spaces_unavailable["speech"] = str(exc)
-            log.warning("speech is not transcribed: %s", exc)
+            log.info("speech is not transcribed: %s", exc)  # the report says it, once
             return None
         return self.transcriber
 

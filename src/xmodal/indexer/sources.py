@@ -12,7 +12,8 @@ from PIL import Image
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".opus", ".aac"})
 # Image formats seen in the wild that Pillow cannot decode; they are skipped, not failed.
-UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".svg", ".svgz", ".heic", ".heif", ".avif", ".psd"})
+UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".svgz", ".heic", ".heif", ".avif", ".psd"})
+SVG_EXTENSIONS = frozenset({".svg"})  # rendered by the svg extra (xmodal.indexer.svg)
 
 
 def image_extensions() -> frozenset[str]:
@@ -56,7 +57,7 @@ def walk(
     """
     report = on_error or (lambda _path, _reason: None)
     text_exts = frozenset(text_extensions)
-    media_exts = image_extensions() | UNSUPPORTED_IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+    media_exts = image_extensions() | UNSUPPORTED_IMAGE_EXTENSIONS | SVG_EXTENSIONS | AUDIO_EXTENSIONS
     seen_dirs: set[tuple[int, int]] = set()
     for root in roots:
         root = root.absolute()

@@ -37,6 +37,7 @@ class SearchResponse:
     results: list[SearchResult]
     spaces_searched: list[str] = field(default_factory=list)
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
+    parts_ignored: dict[str, str] = field(default_factory=dict)  # query part label -> why no space could use it
     next_cursor: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: encode, ann, fusion, rerank, ...
 
@@ -173,19 +174,37 @@ class Searcher:
                 space = self.spaces[query.space]
                 embeds = ", ".join(sorted(m.value for m in space.encoder.modalities))
                 raise InvalidQueryError(f"Space '{space.name}' cannot embed {part.kind} queries; it embeds {embeds}.")
+            used = False
             for space in spaces:
                 vector = self._part_vector(run, space, part)
                 if vector is not None:
+                    used = True
                     run.dense[Source(space.name, index, part.label(index), part.weight)] = vector
                     if space.name not in run.response.spaces_searched:
                         run.response.spaces_searched.append(space.name)
             if part.kind is PartKind.TEXT and self.lexical_enabled and query.space in (None, LEXICAL):
+                used = True
                 run.lexical.append(Source(LEXICAL, index, part.label(index), part.weight))
                 if LEXICAL not in run.response.spaces_searched:
                     run.response.spaces_searched.append(LEXICAL)
+            if not used:
+                run.response.parts_ignored[part.label(index)] = self._why_unused(run, part, spaces)
         if query.space is not None and query.space != LEXICAL and not run.dense:
             reason = run.response.spaces_unavailable.get(query.space, "no vectors for this query")
             raise InvalidQueryError(f"Space '{query.space}' cannot answer this query: {reason}.")
+
+    @staticmethod
+    def _why_unused(run: _Run, part: QueryPart, spaces: list[VectorSpace]) -> str:
+        reasons = [
+            f"{s.name}: {run.response.spaces_unavailable[s.name]}"
+            for s in spaces
+            if s.name in run.response.spaces_unavailable
+        ]
+        if reasons:
+            return "; ".join(reasons)
+        if not spaces:
+            return f"no space embeds {part.kind} queries"
+        return "no vectors in the spaces that embed it (nothing of this kind indexed yet)"
 
     def _spaces_for(self, part: QueryPart, only: str | None) -> list[VectorSpace]:
         if only == LEXICAL:

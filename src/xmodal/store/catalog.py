@@ -477,6 +477,22 @@ class Catalog:
             ).first()
         return (row[0], row[1]) if row else None
 
+    def latest_run(self) -> IndexRun | None:
+        """The most recent index run (finished or not), detached from its session."""
+        with self.session() as session:
+            return session.scalars(select(IndexRun).order_by(IndexRun.id.desc()).limit(1)).first()
+
+    def example_captions(self, limit: int) -> list[str]:
+        """A few short captions of indexed items, as example queries for a page that has none typed yet."""
+        query = (
+            select(Item.caption)
+            .where(Item.status == ItemStatus.OK, Item.caption.is_not(None), func.length(Item.caption) <= 60)
+            .order_by(Item.id)
+            .limit(limit)
+        )
+        with self.session() as session:
+            return [str(caption).strip().rstrip(".") for caption in session.scalars(query) if caption]
+
     def stats(self) -> CatalogStats:
         with self.session() as session:
             by_modality = session.execute(

@@ -168,6 +168,7 @@ def _run(engine: Engine, params: dict[str, Any]) -> SearchResponseBody:
         results=[_hit(result) for result in response.results],
         spaces_searched=response.spaces_searched,
         spaces_unavailable=response.spaces_unavailable,
+        parts_ignored=response.parts_ignored,
         next_cursor=response.next_cursor,
         timings=response.timings,
     )

@@ -3,7 +3,7 @@
 
 const PAGE = 24;
 const $ = (selector) => document.querySelector(selector);
-const state = { request: null, cursor: null, loading: false, file: null, shown: 0 };
+const state = { request: null, cursor: null, loading: false, file: null, shown: 0, likeHit: null };
 
 function basename(path) {
   return path.split("/").pop();
@@ -28,8 +28,9 @@ function highlighted(text, query) {
   return span;
 }
 
+// Every filter typed, malformed ones too: the search refuses those with a message instead of dropping them.
 function parseWhere(text) {
-  return text.split(",").map((pair) => pair.trim()).filter((pair) => pair.includes("="));
+  return text.split(",").map((pair) => pair.trim()).filter((pair) => pair);
 }
 
 function checkedModalities() {
@@ -98,11 +99,20 @@ async function fetchPage() {
       ` · spaces: ${payload.spaces_searched.join(", ") || "none"}` +
       (unavailable.length ? ` · unavailable: ${unavailable.join(", ")}` : "") + ` · ${millis.toFixed(0)} ms`,
     );
+    showIgnored(payload.parts_ignored || {});
   } catch (error) {
     setStatus(`The search failed: ${error}`, true);
   } finally {
     state.loading = false;
   }
+}
+
+// Parts of the query the server could not use (an image while CLIP is unavailable, ...), said next to the results.
+function showIgnored(ignored) {
+  const notice = $("#notice");
+  const lines = Object.entries(ignored).map(([part, reason]) => `${part.split("#")[0]} not used: ${reason}`);
+  notice.textContent = lines.join(" · ");
+  notice.hidden = lines.length === 0;
 }
 
 function startSearch(likeItem = null) {
@@ -111,6 +121,14 @@ function startSearch(likeItem = null) {
     setStatus("Type something, or drop an image or an audio clip.", true);
     return;
   }
+  const malformed = query.where.filter((pair) => !pair.includes("=") || pair.startsWith("="));
+  if (malformed.length) {
+    setStatus(`Filter '${malformed[0]}' is not of the form key=value (e.g. extension=jpg).`, true);
+    return;
+  }
+  showIgnored({});
+  $("#overview").hidden = true;
+  if (likeItem === null) showLike(null);
   state.request = query;
   state.cursor = null;
   state.shown = 0;
@@ -133,12 +151,39 @@ function mediaOf(hit) {
     audio.preload = "none";
     // Media fragment: the player starts at the window or spoken segment that matched.
     audio.src = hit.content_url + (hit.time_span ? `#t=${hit.time_span[0].toFixed(2)}` : "");
-    return audio;
+    if (hit.duration === null || hit.duration === undefined) return audio;
+    // The player reads 0:00 until it loads; the catalog knows the length already.
+    const wrapper = document.createElement("div");
+    const length = document.createElement("span");
+    length.className = "duration";
+    length.textContent = clock(hit.duration);
+    wrapper.append(audio, length);
+    return wrapper;
   }
   const doc = document.createElement("div");
   doc.className = "doc";
   doc.textContent = "TEXT";
   return doc;
+}
+
+function clock(seconds) {
+  const whole = Math.round(seconds);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+}
+
+function showLike(hit) {
+  state.likeHit = hit;
+  $("#query-like").hidden = hit === null;
+  if (hit === null) return;
+  const media = $("#query-like-media");
+  media.replaceChildren();
+  if (hit.thumbnail_url) {
+    const image = document.createElement("img");
+    image.src = `${hit.thumbnail_url}?size=64`;
+    image.alt = "";
+    media.append(image);
+  }
+  $("#query-like-name").textContent = `more like: ${basename(hit.path)}`;
 }
 
 function card(hit, queryText) {
@@ -162,6 +207,7 @@ function card(hit, queryText) {
   node.querySelector(".like").addEventListener("click", () => {
     clearFile();
     $("#query-text").value = "";
+    showLike(hit);
     startSearch(hit.id);
   });
   for (const target of [node.querySelector(".name"), node.querySelector(".media img, .media .doc")]) {
@@ -244,6 +290,7 @@ function wire() {
   $("#file-input").addEventListener("change", (event) => setFile(event.target.files[0]));
   $("#clear-file").addEventListener("click", () => { clearFile(); startSearch(); });
   $("#close-detail").addEventListener("click", () => $("#detail").close());
+  $("#clear-like").addEventListener("click", () => { showLike(null); $("#results").replaceChildren(); showOverview(); });
   for (const box of document.querySelectorAll("input[name=modality]")) {
     box.addEventListener("change", () => state.request && startSearch(state.request.likeItem));
   }
@@ -251,7 +298,48 @@ function wire() {
     if (entries.some((entry) => entry.isIntersecting) && state.cursor) fetchPage();
   }, { rootMargin: "400px" }).observe($("#sentinel"));
   const initial = new URLSearchParams(location.search).get("q");
-  if (initial) { $("#query-text").value = initial; startSearch(); }
+  if (initial) { $("#query-text").value = initial; startSearch(); } else showOverview();
+}
+
+// The landing view: what the home holds, which spaces can answer, example queries and the last index run.
+async function showOverview() {
+  const section = $("#overview");
+  section.hidden = false;
+  setStatus("");
+  const response = await fetch("overview");
+  if (!response.ok) { setStatus(`${response.status}: could not read what this home holds`, true); return; }
+  const info = await response.json();
+  const counts = Object.entries(info.items_by_modality).map(([modality, count]) => `${count} ${modality}`);
+  const failed = info.items_by_status.failed || 0;
+  $("#overview-counts").textContent =
+    (counts.length ? counts.join(" · ") : "nothing indexed yet: run `xmodal index FOLDER`") +
+    (failed ? ` · ${failed} failed files` : "");
+  const rows = $("#overview-spaces tbody");
+  rows.replaceChildren();
+  for (const space of info.spaces) {
+    const row = rows.insertRow();
+    row.className = space.available ? "ready" : "unavailable";
+    const stateText = space.available ? (space.vectors ? "ready" : "empty") : `unavailable: ${space.reason}`;
+    for (const value of [space.name, space.encoder, space.modalities.join(", "), String(space.vectors), stateText]) {
+      row.insertCell().textContent = value;
+    }
+  }
+  const run = info.last_run;
+  $("#overview-run").textContent = run
+    ? `last index run: ${new Date(run.started_at).toLocaleString()} (${run.status}) over ${run.roots.join(", ")}: ` +
+      `${run.scanned} scanned, ${run.indexed} new, ${run.updated} changed, ${run.failed + run.still_failing} failed`
+    : "no index run yet";
+  const examples = $("#overview-examples");
+  examples.replaceChildren();
+  if (info.examples.length) examples.append("try: ");
+  for (const text of info.examples) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "example";
+    button.textContent = text;
+    button.addEventListener("click", () => { $("#query-text").value = text; startSearch(); });
+    examples.append(button, " ");
+  }
 }
 
 wire();
