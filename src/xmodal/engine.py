@@ -21,6 +21,7 @@ from PIL import Image
 
 from xmodal.config import FusionMethod, Settings
 from xmodal.encoders import build_encoder
+from xmodal.encoders.ocr import OcrLimits, TextReader
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError, XmodalError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
@@ -68,6 +69,12 @@ class Engine:
         self.spaces = spaces
         self._searcher = Searcher(catalog, spaces, settings)
         self.transcriber = Transcriber.from_settings(settings)
+        self.text_reader = TextReader(
+            OcrLimits(
+                settings.ocr_max_pixels, settings.ocr_max_seconds, settings.ocr_max_boxes, settings.ocr_min_confidence
+            ),
+            settings.device,
+        )
 
     @classmethod
     def open(
@@ -117,7 +124,13 @@ class Engine:
         whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
         encode on a Ray cluster (``local`` starts one on this machine), committing here."""
         indexer = Indexer(
-            self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
+            self.settings,
+            self.catalog,
+            self.spaces,
+            progress,
+            transcriber=self.transcriber,
+            ray_address=ray_address,
+            text_reader=self.text_reader,
         )
         with index_lock(self.settings.home, self.catalog):
             return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
