@@ -61,6 +61,13 @@ class ContributionBody(BaseModel):
     calibrated: float
     weight: float
     contribution: float
+    origin: str | None = Field(default=None, description="`ocr` when the match was in the words read from the image.")
+
+
+class OcrMatchBody(BaseModel):
+    span: tuple[int, int] = Field(description="Character span of `ocr_text` that matched.")
+    text: str
+    boxes: list[list[tuple[float, float]]] = Field(description="Polygon of each matched line, in image pixels.")
 
 
 class SearchHit(BaseModel):
@@ -85,6 +92,8 @@ class SearchHit(BaseModel):
     duration: float | None = None
     duplicates: list[int] = Field(default_factory=list, description="Near-duplicates folded into this result.")
     explanation: list[ContributionBody] | None = None
+    ocr_text: str | None = Field(default=None, description="The words read from the image (OCR).")
+    ocr: OcrMatchBody | None = Field(default=None, description="Where the query matched the words read (OCR).")
 
 
 class SearchResponseBody(BaseModel):
@@ -112,6 +121,10 @@ class ItemBody(BaseModel):
     text_excerpt: str | None
     transcript: str | None
     transcript_segments: list[dict[str, Any]] | None
+    ocr_text: str | None = None
+    ocr_lines: list[dict[str, Any]] | None = Field(
+        default=None, description="Lines read from the image: text, polygon, confidence, order, start, end."
+    )
     metadata: dict[str, Any] = Field(validation_alias="user_metadata")
     status: str
     error: str | None
