@@ -63,7 +63,7 @@ def test_a_sign_is_found_by_its_words(ocr_engine: Engine, tmp_path: Path) -> Non
     assert top.path.endswith("street.png")
     assert top.ocr is not None and "PARKING" in top.ocr.text.upper()
     x0, y0, x1, y1 = _bounds(top.ocr.boxes)
-    assert 0 <= x0 < x1 <= top.width and 0 <= y0 < y1 <= top.height
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1  # fractions of the image's width and height
     assert any(c.origin == "ocr" for c in top.explanation)
     assert top.caption is None  # the words are the image's own text, not a caption
 

@@ -67,7 +67,9 @@ class ContributionBody(BaseModel):
 class OcrMatchBody(BaseModel):
     span: tuple[int, int] = Field(description="Character span of `ocr_text` that matched.")
     text: str
-    boxes: list[list[tuple[float, float]]] = Field(description="Polygon of each matched line, in image pixels.")
+    boxes: list[list[tuple[float, float]]] = Field(
+        description="Polygon of each matched line: corners as fractions of the image's width and height."
+    )
 
 
 class SearchHit(BaseModel):

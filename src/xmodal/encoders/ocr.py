@@ -43,8 +43,9 @@ class OcrLimits:
 
 @dataclass(frozen=True, slots=True)
 class OcrLine:
-    """One recognised line: its text, its polygon in the image's pixels (clockwise from top left), the
-    recogniser's confidence, its place in reading order, and where it lies in the item's OCR text."""
+    """One recognised line: its text, its polygon (corners clockwise from the top left, as fractions of the
+    image's width and height, EXIF orientation applied), the recogniser's confidence, its place in reading order,
+    and where it lies in the item's OCR text."""
 
     text: str
     polygon: tuple[tuple[float, float], ...]
@@ -76,11 +77,15 @@ class OcrResult:
         return "\n".join(line.text for line in self.lines) or None
 
     @classmethod
-    def of(cls, found: list[tuple[str, np.ndarray, float]], truncated: bool = False) -> OcrResult:
-        """From (text, polygon, confidence) in reading order; offsets count the newline between lines."""
+    def of(
+        cls, found: list[tuple[str, np.ndarray, float]], size: tuple[int, int], truncated: bool = False
+    ) -> OcrResult:
+        """From (text, polygon in pixels of an image of ``size``, confidence) in reading order; offsets count the
+        newline between lines."""
         lines, offset = [], 0
+        width, height = max(1, size[0]), max(1, size[1])
         for order, (text, polygon, confidence) in enumerate(found):
-            points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in polygon)
+            points = tuple((round(float(x) / width, 5), round(float(y) / height, 5)) for x, y in polygon)
             lines.append(OcrLine(text, points, round(float(confidence), 4), order, offset, offset + len(text)))
             offset += len(text) + 1
         return cls(tuple(lines), truncated)
@@ -122,6 +127,7 @@ class TextReader:
         """The lines of text in ``image``, in reading order."""
         self.load()
         deadline = time.perf_counter() + self.limits.max_seconds
+        size = image.size
         scale = min(1.0, math.sqrt(self.limits.max_pixels / max(1, image.width * image.height)))
         if scale < 1.0:
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
@@ -155,7 +161,7 @@ class TextReader:
             for (text, score), polygon in zip(recognised, polygons, strict=True)
             if score >= self.limits.min_confidence and text.strip()
         ]
-        return OcrResult.of(found, truncated)
+        return OcrResult.of(found, size, truncated)
 
 
 def cv_area(box: np.ndarray) -> float:
