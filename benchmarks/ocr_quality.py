@@ -7,7 +7,8 @@ Data, all real and on this machine: photos from scikit-image's bundled samples a
 ``tuxpaint-stamps-default``, drawn on a plain ground), phrases from Debian's ``fortunes`` (one-line sayings of 4
 to 8 words). Each phrase is rendered onto one photo with DejaVu fonts, cycling through sizes (20/28/36 px),
 faces (sans, sans bold, serif, mono), angles (0, 8, -15, 90 degrees) and contrasts (on a light plate; straight on
-the photo in black or white; low contrast, ±70 grey levels from the photo around it); the untouched photos are
+the photo in black or white; low contrast, ±70 grey levels from the photo around it; every angle meets every
+contrast equally often); the untouched photos are
 the distractors. Everything is indexed with the default engine (OCR on; CLIP answers only if its weights are
 cached).
 
@@ -205,8 +206,9 @@ def main() -> None:
         rendered: list[Rendered] = []
         images_with: list[Image.Image] = []
         for number, phrase in enumerate(texts):
-            face, size = FACES[number % len(FACES)], SIZES[number % len(SIZES)]
-            angle, contrast = ANGLES[(number // 3) % len(ANGLES)], CONTRASTS[(number // 2) % len(CONTRASTS)]
+            # every angle meets every contrast equally often; sizes and faces rotate across both
+            angle, contrast = ANGLES[number % len(ANGLES)], CONTRASTS[(number // len(ANGLES)) % len(CONTRASTS)]
+            size, face = SIZES[(number + number // 12) % len(SIZES)], FACES[(number // 2) % len(FACES)]
             image = render(backgrounds[number], phrase, face, size, angle, contrast, rng)
             name = f"sign_{number:03d}.png"
             image.save(corpus / name)
@@ -282,6 +284,9 @@ def main() -> None:
             "cer": {"raw_mean": float(np.mean(cers)), "clean_mean": float(np.mean(cleaned))},
             "cer_by_condition": {k: float(np.mean(v)) for k, v in sorted(by_condition.items())},
             "photos_without_text_given_text": false_text,
+            "text_read_on_photos_without_text": {
+                n: item.ocr_text for n, item in sorted(by_name.items()) if n.startswith("photo_") and item.ocr_text
+            },
             "recall": recall,
             "images_per_second": speed,
             "provider": reader.provider,
