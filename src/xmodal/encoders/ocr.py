@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 ENGINE = "rapidocr-onnxruntime/PP-OCRv4"  # recorded per item: which reader produced its text
 MISSING = "OCR is not installed, images are not read for text: pip install 'xmodal[ocr]'"
 _BATCH = 6  # crops per direction/recognition call (the models' own batch size)
+# A line needs this many letters or digits: lone characters are mostly what the recogniser makes of textures
+# (11 of 48 photos without words got one, and nothing longer, in benchmarks/ocr_quality.py).
+_MIN_CHARS = 2
 
 
 def ocr_supported() -> bool:
@@ -159,7 +162,7 @@ class TextReader:
         found = [
             (" ".join(text.split()), polygon, score)
             for (text, score), polygon in zip(recognised, polygons, strict=True)
-            if score >= self.limits.min_confidence and text.strip()
+            if score >= self.limits.min_confidence and sum(c.isalnum() for c in text) >= _MIN_CHARS
         ]
         return OcrResult.of(found, size, truncated)
 
