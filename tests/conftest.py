@@ -154,6 +154,8 @@ def make_settings(home: Path, clip_dir: Path, clap_dir: Path | None = None, **ov
         # Random-weight encoders map different images to nearly the same vector: no duplicate folding in tests
         # except where a test turns it on.
         "collapse_duplicates": False,
+        # OCR loads its own models per engine: off except in the tests that read words (tests/indexer/test_ocr.py)
+        "ocr": False,
     }
     if clap_dir is not None:
         values["clap_encoder"] = f"clap:{clap_dir}"

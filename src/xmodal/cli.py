@@ -176,6 +176,8 @@ def _print_report(console: Console, report: IndexReport, decode_workers: int) ->
         ("failed", report.failed),
         ("failed before, unchanged", report.still_failing),
         ("moved or copied (vectors reused)", report.reused),
+        ("images read for text (OCR)", report.ocr_read),
+        ("... with words found", report.ocr_with_text),
         ("pruned (file gone)", report.pruned),
         ("deferred (--max-items)", report.deferred),
         ("vectors added", report.vectors_added),
@@ -303,13 +305,16 @@ def _print_results(console: Console, response: SearchResponse, explain: bool) ->
         table.add_column(column, overflow="fold")
     for rank, result in enumerate(response.results, start=1):
         snippet = result.caption or result.transcript or result.text_excerpt or ""
+        if result.ocr is not None:
+            snippet = f"{snippet} [words in the image: {result.ocr.text}]".strip()
         if result.time_span is not None:
             snippet = f"[{result.time_span[0]:.1f}-{result.time_span[1]:.1f} s] {snippet}"
         if result.duplicates:
             snippet += f" (+{len(result.duplicates)} near-duplicates)"
         if explain:
             snippet += "".join(
-                f"\n  {c.space} {c.part}: {c.raw:.3f} -> {c.contribution:+.2f}" for c in result.explanation
+                f"\n  {c.space}{f' ({c.origin})' if c.origin else ''} {c.part}: {c.raw:.3f} -> {c.contribution:+.2f}"
+                for c in result.explanation
             )
         table.add_row(
             str(rank),

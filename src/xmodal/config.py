@@ -149,6 +149,18 @@ class Settings(BaseSettings):
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
 
+    ocr: bool = Field(default=True, description="Read the words in images (needs the `ocr` extra).")
+    ocr_max_pixels: PositiveInt = Field(
+        default=4_000_000, description="Images are scaled down to at most this many pixels before OCR."
+    )
+    ocr_max_seconds: float = Field(
+        default=20.0, gt=0, description="Per image: no further lines are recognised once OCR has run this long."
+    )
+    ocr_max_boxes: PositiveInt = Field(default=200, description="Per image: at most this many text lines are read.")
+    ocr_min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="Recognised lines less certain than this are dropped."
+    )
+
     lexical: bool = Field(
         default=True, description="Keep the full-text `lexical` space (SQLite or PostgreSQL catalogs)."
     )

@@ -23,6 +23,7 @@ from PIL import Image
 
 from xmodal.config import FusionMethod, Settings
 from xmodal.encoders import build_encoder
+from xmodal.encoders.ocr import OcrLimits, TextReader
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import (
     CatalogInUseError,
@@ -94,6 +95,12 @@ class Engine:
         self.spaces = spaces
         self._searcher = Searcher(catalog, spaces, settings)
         self.transcriber = Transcriber.from_settings(settings)
+        self.text_reader = TextReader(
+            OcrLimits(
+                settings.ocr_max_pixels, settings.ocr_max_seconds, settings.ocr_max_boxes, settings.ocr_min_confidence
+            ),
+            settings.device,
+        )
 
     @classmethod
     def open(
@@ -157,6 +164,7 @@ class Engine:
             transcriber=self.transcriber,
             ray_address=ray_address,
             on_plan=on_plan,
+            text_reader=self.text_reader,
         )
         with index_lock(self.settings.home, self.catalog):
             try:

@@ -63,6 +63,15 @@ class ContributionBody(BaseModel):
     calibrated: float
     weight: float
     contribution: float
+    origin: str | None = Field(default=None, description="`ocr` when the match was in the words read from the image.")
+
+
+class OcrMatchBody(BaseModel):
+    span: tuple[int, int] = Field(description="Character span of `ocr_text` that matched.")
+    text: str
+    boxes: list[list[tuple[float, float]]] = Field(
+        description="Polygon of each matched line: corners as fractions of the image's width and height."
+    )
 
 
 class SearchHit(BaseModel):
@@ -87,6 +96,8 @@ class SearchHit(BaseModel):
     duration: float | None = None
     duplicates: list[int] = Field(default_factory=list, description="Near-duplicates folded into this result.")
     explanation: list[ContributionBody] | None = None
+    ocr_text: str | None = Field(default=None, description="The words read from the image (OCR).")
+    ocr: OcrMatchBody | None = Field(default=None, description="Where the query matched the words read (OCR).")
 
 
 class SearchResponseBody(BaseModel):
@@ -118,6 +129,10 @@ class ItemBody(BaseModel):
     text_excerpt: str | None
     transcript: str | None
     transcript_segments: list[dict[str, Any]] | None
+    ocr_text: str | None = None
+    ocr_lines: list[dict[str, Any]] | None = Field(
+        default=None, description="Lines read from the image: text, polygon, confidence, order, start, end."
+    )
     metadata: dict[str, Any] = Field(validation_alias="user_metadata")
     status: str
     error: str | None

@@ -2,7 +2,8 @@
 
 A space embeds a file by its own modality when it can (an image's pixels in ``clip``); otherwise by the file's
 text when it has one and the space embeds text (an image's caption in ``text``). Long texts are split into
-chunks that fit the encoder's context, one vector each.
+chunks that fit the encoder's context, one vector each. The words read from an image (OCR) are its own text: they
+go into the spaces that embed text but not images (``text``), as chunks of ``origin="ocr"``, beside the caption.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from xmodal import ocr_text
 from xmodal.encoders.batching import BatchSizer
 from xmodal.indexer.reader import DecodedFile
 from xmodal.modality import Modality
 from xmodal.spaces import VectorSpace
 from xmodal.store.catalog import NewEmbedding
+
+OCR = "ocr"  # the origin of a vector embedded from the words read in an image
 
 
 @dataclass(slots=True)
@@ -41,6 +45,7 @@ def embed_batch(
         _embed_images(files, space, results, sizer)
         _embed_audio(files, space, results, sizer)
         _embed_texts(files, space, results, sizer)
+        _embed_ocr(files, space, results, sizer)
     return results
 
 
@@ -54,7 +59,8 @@ def _copied(item_id: int, spaces: Sequence[VectorSpace]) -> dict[str, FileVector
         found, vectors = space.writer().vectors_of(np.asarray([row.id for row in rows]))
         if len(found) != len(rows):
             continue  # not all published or buffered: encode the file afresh
-        copied[space.name] = FileVectors([NewEmbedding(row.chunk, row.start, row.end) for row in rows], list(vectors))
+        embeddings = [NewEmbedding(row.chunk, row.start, row.end, row.origin) for row in rows]
+        copied[space.name] = FileVectors(embeddings, list(vectors))
     return copied
 
 
@@ -107,6 +113,29 @@ def _embed_texts(
             owners.append(position)
             chunks.append(NewEmbedding(chunk=number, start=chunk.start, end=chunk.end))
             texts.append(chunk.text)
+    _collect(space.encoder.encode_texts, space.name, owners, chunks, texts, results, sizer)
+
+
+def _embed_ocr(
+    files: Sequence[DecodedFile], space: VectorSpace, results: list[dict[str, FileVectors]], sizer: BatchSizer
+) -> None:
+    """The OCR text of each image, chunked like any text; each chunk is embedded with its words cleaned up (split
+    where the reader dropped the spaces, mis-read letters corrected) and keeps its span in the raw OCR text."""
+    if not space.embeds(Modality.TEXT) or space.embeds(Modality.IMAGE):
+        return
+    owners: list[int] = []
+    chunks: list[NewEmbedding] = []
+    texts: list[str] = []
+    for position, decoded in enumerate(files):
+        text = decoded.record.ocr_text if decoded.record is not None else None
+        bucket = results[position].get(space.name)
+        if not text or (bucket is not None and any(e.origin == OCR for e in bucket.embeddings)):
+            continue  # no words, or a kept item whose OCR vectors were copied
+        first = len(bucket.embeddings) if bucket is not None else 0
+        for number, chunk in enumerate(space.encoder.chunk(text)):
+            owners.append(position)
+            chunks.append(NewEmbedding(chunk=first + number, start=chunk.start, end=chunk.end, origin=OCR))
+            texts.append(ocr_text.clean(chunk.text) or chunk.text)
     _collect(space.encoder.encode_texts, space.name, owners, chunks, texts, results, sizer)
 
 

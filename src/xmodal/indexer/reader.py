@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from xmodal.encoders.ocr import ENGINE as OCR_ENGINE
+from xmodal.encoders.ocr import OcrResult
 from xmodal.encoders.speech import Transcript
 from xmodal.errors import DecodeError
 from xmodal.indexer.decode import (
@@ -53,6 +55,10 @@ class SpeechToText(Protocol):
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript | None: ...
 
 
+class ImageToText(Protocol):
+    def read(self, image: Image.Image) -> OcrResult: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Preparers:
     """What stage 1 runs on decoded media for the later stages, per space (and the transcriber, if any)."""
@@ -63,6 +69,9 @@ class Preparers:
     audio: Mapping[str, AudioPreparer] = field(default_factory=dict)
     transcriber: SpeechToText | None = None
     same_content: Callable[[str], Item | None] | None = None  # content hash -> an indexed item with those bytes
+    ocr: ImageToText | None = None  # reads the words in every image
+    # path -> the indexed item, when that file is unchanged and only lacks OCR (its vectors are kept)
+    ocr_only: Callable[[str], Item | None] | None = None
 
 
 class Outcome(StrEnum):
@@ -94,6 +103,7 @@ class DecodedFile:
     prepared_audio: dict[str, list[tuple[int, int, Any]]] = field(default_factory=dict)  # space -> windows
     reason: str | None = None
     reuse_from: int | None = None  # an indexed item with the same bytes: copy its vectors, encode nothing
+    ocr_ran: bool = False  # OCR read this image in this run
 
 
 def precheck(source: SourceFile, limits: ReadLimits) -> DecodedFile | None:
@@ -179,6 +189,10 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> Dec
         )
     data = source.path.read_bytes()
     digest = content_hash(data)
+    if preparers.ocr_only is not None and preparers.ocr is not None:
+        indexed = preparers.ocr_only(str(source.path))
+        if indexed is not None:
+            return _add_ocr(source, data, digest, indexed, limits, preparers.ocr)
     if preparers.same_content is not None:
         reused = _reuse(source, data, digest, limits, preparers.same_content)
         if reused is not None:
@@ -207,6 +221,10 @@ def _decode_image(
         header = decode_image(data, limits.image)
         prepared = {space: prepare(header.image) for space, prepare in preparers.images.items()}
     caption = _caption(source, limits)
+    ocr_fields: dict[str, Any] = {}
+    if preparers.ocr is not None:
+        image = header.image if isinstance(header, DecodedImage) else decode_image(data, limits.image).image
+        ocr_fields = _read_words(source, image, preparers.ocr)
     record = _base_record(
         source,
         modality=Modality.IMAGE,
@@ -215,8 +233,44 @@ def _decode_image(
         width=header.width,
         height=header.height,
         caption=caption,
+        **ocr_fields,
     )
-    return DecodedFile(source, Outcome.DECODED, record=record, text=caption, prepared_images=prepared)
+    return DecodedFile(
+        source, Outcome.DECODED, record=record, text=caption, prepared_images=prepared, ocr_ran=bool(ocr_fields)
+    )
+
+
+def _read_words(source: SourceFile, image: Image.Image, ocr: ImageToText) -> dict[str, Any]:
+    """The record's OCR fields; a reader that fails on one image leaves it without text, with a warning."""
+    try:
+        result = ocr.read(image)
+    except Exception:  # an odd image must not fail the file: its pixels are still embedded
+        log.warning("OCR failed on %s; it is indexed without its text", source.path, exc_info=True)
+        result = OcrResult()
+    if result.truncated:
+        log.info("OCR limits reached on %s (XMODAL_OCR_MAX_BOXES / XMODAL_OCR_MAX_SECONDS)", source.path)
+    lines = [line.to_dict() for line in result.lines]
+    return {"ocr_text": result.text, "ocr_lines": lines or None, "ocr_engine": OCR_ENGINE}
+
+
+def _add_ocr(
+    source: SourceFile, data: bytes, digest: str, indexed: Item, limits: ReadLimits, ocr: ImageToText
+) -> DecodedFile:
+    """An image indexed before OCR ran: read its words, and keep every vector it has (nothing is re-embedded)."""
+    decoded = decode_image(data, limits.image)
+    record = _base_record(
+        source,
+        modality=Modality.IMAGE,
+        media_type=decoded.media_type,
+        content_hash=digest,
+        width=decoded.width,
+        height=decoded.height,
+        caption=indexed.caption,
+        **_read_words(source, decoded.image, ocr),
+    )
+    return DecodedFile(
+        source, Outcome.DECODED, record=record, text=indexed.caption, reuse_from=indexed.id, ocr_ran=True
+    )
 
 
 def _jpeg_on_device(data: bytes, preparers: Preparers) -> dict[str, Any] | None:
@@ -258,6 +312,9 @@ def _reuse(
         text_excerpt=original.text_excerpt,
         transcript=original.transcript,
         transcript_segments=original.transcript_segments,
+        ocr_text=original.ocr_text,
+        ocr_lines=original.ocr_lines,
+        ocr_engine=original.ocr_engine,
     )
     body = original.transcript if original.modality == Modality.AUDIO else None
     if original.modality == Modality.TEXT:

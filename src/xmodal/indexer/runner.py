@@ -18,6 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 from xmodal.config import Settings
 from xmodal.encoders.batching import BatchSizer
+from xmodal.encoders.ocr import MISSING as OCR_MISSING
+from xmodal.encoders.ocr import TextReader, ocr_supported
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
@@ -75,6 +77,8 @@ class IndexReport:
     repaired: int = 0
     pruned: int = 0
     reused: int = 0  # moved or copied files whose vectors were copied, not encoded
+    ocr_read: int = 0  # images OCR read in this run
+    ocr_with_text: int = 0  # ... and found words in
     deferred: int = 0  # left for the next run by max_items
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_reasons: Counter[str] = field(default_factory=Counter)
@@ -114,6 +118,7 @@ class Indexer:
         transcriber: Transcriber | None = None,
         ray_address: str | None = None,
         on_plan: Callable[[str], None] | None = None,
+        text_reader: TextReader | None = None,
     ) -> None:
         self.settings = settings
         self.on_plan = on_plan  # told, before the work starts, about long work such as transcription
@@ -122,6 +127,7 @@ class Indexer:
         self.spaces = spaces
         self.progress = progress or _NoProgress()
         self.transcriber = transcriber
+        self.text_reader = text_reader
         self.limits = ReadLimits(
             max_file_bytes=settings.max_file_bytes,
             max_text_bytes=settings.max_text_bytes,
@@ -151,13 +157,17 @@ class Indexer:
             self._report_known_failures(scan, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
-            selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()])
+            ocr = self._ocr_reader()
+            selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()], ocr=ocr is not None)
             report.unchanged = scan.count - len(selected)
             todo = self._precheck(selected, report)
+            if todo and self.settings.ocr and not ocr_supported():
+                report.spaces_unavailable["ocr"] = OCR_MISSING
+                log.warning(OCR_MISSING)
             if todo:  # only now load the models, and drop what only the unavailable ones lacked
                 active = self._activate_spaces(report)
                 if len(active) < len(self.spaces.names()):
-                    wanted = {source.path for source in scan.select(active)}
+                    wanted = {source.path for source in scan.select(active, ocr=ocr is not None)}
                     report.unchanged += sum(1 for source in todo if source.path not in wanted)
                     todo = [source for source in todo if source.path in wanted]
             if max_items is not None and len(todo) > max_items:
@@ -165,7 +175,8 @@ class Indexer:
             if todo:
                 transcriber = self._activate_transcriber(report)
                 self._announce(todo, transcriber, report)
-                self._process(todo, active, transcriber, scan.coverage, report)
+                only_ocr = scan.only_ocr(active) if ocr is not None else {}
+                self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
                 report.pruned = self._prune(roots, scan.seen)
             status = "finished"
@@ -245,6 +256,12 @@ class Indexer:
             active.append(space)
         return active
 
+    def _ocr_reader(self) -> TextReader | None:
+        """The OCR reader when it is on and installed (not on Ray runs: their workers do not read text yet)."""
+        if not self.settings.ocr or self.text_reader is None or self.ray_address is not None or not ocr_supported():
+            return None
+        return self.text_reader
+
     def _activate_transcriber(self, report: IndexReport) -> Transcriber | None:
         if self.transcriber is None or not audio_supported():
             return None
@@ -288,16 +305,31 @@ class Indexer:
         transcriber: Transcriber | None,
         coverage: dict[int, set[str]],
         report: IndexReport,
+        ocr: TextReader | None = None,
+        only_ocr: dict[str, int] | None = None,
     ) -> None:
         settings = self.settings
+        only_ocr = only_ocr or {}
 
         def same_content(content_hash: str) -> Item | None:
             """An indexed copy whose vectors cover every active space (else the file is embedded afresh)."""
             original = self.catalog.item_with_content(content_hash)
             if original is None or original.modality is None:
                 return None
-            state = FileState(original.id, 0, 0, None, original.status, original.modality, _has_text(original))
-            return original if _covered(state, coverage, active) else None
+            state = FileState(
+                original.id,
+                0,
+                0,
+                None,
+                original.status,
+                original.modality,
+                _has_text(original),
+                original.ocr_engine is not None,
+            )
+            return original if _covered(state, coverage, active, ocr=ocr is not None) else None
+
+        def indexed_without_ocr(path: str) -> Item | None:
+            return self.catalog.get_item(only_ocr[path]) if path in only_ocr else None
 
         preparers = Preparers(
             images={space.name: space.encoder.prepare_image for space in active if space.embeds(Modality.IMAGE)},
@@ -305,6 +337,8 @@ class Indexer:
             audio={space.name: space.encoder.prepare_audio for space in active if space.embeds(Modality.AUDIO)},
             transcriber=transcriber,
             same_content=same_content,
+            ocr=ocr,
+            ocr_only=indexed_without_ocr if only_ocr else None,
         )
         known_paths = set(self.catalog.file_states(str(source.path) for source in todo))
         timings = Counter[str]()
@@ -421,6 +455,9 @@ class Indexer:
             report.indexed += 1
         if decoded.reuse_from is not None:
             report.reused += 1
+        if decoded.ocr_ran:
+            report.ocr_read += 1
+            report.ocr_with_text += bool(decoded.record is not None and decoded.record.ocr_text)
 
 
 @dataclass
@@ -443,11 +480,24 @@ class _Scan:
         else:
             self.candidates.append((source, state))
 
-    def select(self, active: list[VectorSpace]) -> list[SourceFile]:
-        """New and changed files, and unchanged ones lacking vectors in an active space that can embed them."""
+    def select(self, active: list[VectorSpace], *, ocr: bool = False) -> list[SourceFile]:
+        """New and changed files, and unchanged ones lacking vectors in an active space that can embed them (or,
+        with ``ocr``, images OCR has not read yet)."""
         return [
-            source for source, state in self.candidates if state is None or not _covered(state, self.coverage, active)
+            source
+            for source, state in self.candidates
+            if state is None or not _covered(state, self.coverage, active, ocr=ocr)
         ]
+
+    def only_ocr(self, active: list[VectorSpace]) -> dict[str, int]:
+        """Path -> item id of the unchanged files that have every vector and only lack OCR: their vectors stay."""
+        return {
+            str(source.path): state.item_id
+            for source, state in self.candidates
+            if state is not None
+            and _covered(state, self.coverage, active)
+            and not _covered(state, self.coverage, active, ocr=True)
+        }
 
 
 def _has_text(item: Item) -> bool:
@@ -462,10 +512,13 @@ def _unchanged(source: SourceFile, state: FileState) -> bool:
     )
 
 
-def _covered(state: FileState, coverage: dict[int, set[str]], active: list[VectorSpace]) -> bool:
-    """True when the item has vectors in every active space that can embed it."""
+def _covered(state: FileState, coverage: dict[int, set[str]], active: list[VectorSpace], *, ocr: bool = False) -> bool:
+    """True when the item has vectors in every active space that can embed it (and, with ``ocr``, an image has been
+    read for text)."""
     if state.status == ItemStatus.FAILED or state.modality is None:
         return True
+    if ocr and state.modality == Modality.IMAGE and not state.ocr_read:
+        return False
     have = coverage.get(state.item_id, set())
     modality = Modality(state.modality)
     for space in active:

@@ -151,6 +151,16 @@ class Contribution:
     calibrated: float
     weight: float
     contribution: float
+    origin: str | None = None  # "ocr": the match was in the words read from the image
+
+
+@dataclass(frozen=True, slots=True)
+class OcrMatch:
+    """Where a query matched the words read from an image: the span of its OCR text and the lines' polygons."""
+
+    span: tuple[int, int]
+    text: str
+    boxes: tuple[tuple[tuple[float, float], ...], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +184,5 @@ class SearchResult:
     duration: float | None = None
     duplicates: tuple[int, ...] = ()  # near-duplicates collapsed into this result
     explanation: tuple[Contribution, ...] = ()
+    ocr_text: str | None = None  # the words read from an image
+    ocr: OcrMatch | None = None  # where the query matched them

@@ -19,7 +19,16 @@ from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableEr
 from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
-from xmodal.search.query import Contribution, PartKind, QueryPart, SearchQuery, SearchResult, encode_cursor
+from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
+from xmodal.search.query import (
+    Contribution,
+    OcrMatch,
+    PartKind,
+    QueryPart,
+    SearchQuery,
+    SearchResult,
+    encode_cursor,
+)
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
 from xmodal.search.retrieval import FilterPlan, is_selective, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -363,12 +372,21 @@ class Searcher:
             match, time_span = None, None
             source, vector_id = locations.get(item_id, (None, None))
             hit = spans.get(vector_id) if vector_id is not None else None
-            if source is not None and hit is not None:
+            if source is not None and hit is not None and hit.origin != OCR:  # OCR spans come with ``ocr``
                 match, time_span = self._locate(source.space, hit.start, hit.end, item)
+            origins, ocr = self._ocr(run, item, found)
             explanation: tuple[Contribution, ...] = ()
             if run.query.explain:
                 explanation = tuple(
-                    Contribution(s.space, s.label, found.raw[s], found.calibrated[s], s.weight, value)
+                    Contribution(
+                        s.space,
+                        s.label,
+                        found.raw[s],
+                        found.calibrated[s],
+                        s.weight,
+                        value,
+                        OCR if s in origins else None,
+                    )
                     for s, value in sorted(fused[item_id][1].items(), key=lambda kv: (kv[0].part, kv[0].space))
                 )
             results.append(
@@ -390,9 +408,23 @@ class Searcher:
                     duration=item.duration,
                     duplicates=tuple(folded.get(item_id, ())),
                     explanation=explanation,
+                    ocr_text=item.ocr_text,
+                    ocr=ocr,
                 )
             )
         return results
+
+    def _ocr(self, run: _Run, item: Item, found: Evidence) -> tuple[set[Source], OcrMatch | None]:
+        """The sources that matched the words read from ``item``, and the lines they matched."""
+        if not item.ocr_lines:
+            return set(), None
+        positive = [s for s in found.raw if s.weight > 0]
+        texts = {s: run.query.parts[s.part].value for s in positive if run.query.parts[s.part].kind is PartKind.TEXT}
+        origins = ocr_origins(self.catalog, item, positive, run.dense, run.item_vectors, texts)
+        if not origins:
+            return set(), None
+        chunk = next((span for span in origins.values() if span is not None), None)
+        return set(origins), ocr_match(item, run.query.text, chunk)
 
     def _locate(
         self, space: str, start: int | None, end: int | None, item: Item

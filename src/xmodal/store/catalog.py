@@ -61,6 +61,7 @@ class FileState:
     status: str
     modality: str | None
     has_text: bool
+    ocr_read: bool = False  # an image the OCR stage has read (with or without finding text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,9 @@ class ItemRecord:
     text_excerpt: str | None = None
     transcript: str | None = None
     transcript_segments: list[dict[str, Any]] | None = None
+    ocr_text: str | None = None
+    ocr_lines: list[dict[str, Any]] | None = None
+    ocr_engine: str | None = None
     user_metadata: dict[str, Any] | None = None
     status: str = ItemStatus.OK
     error: str | None = None
@@ -90,11 +94,12 @@ class ItemRecord:
 
 @dataclass(frozen=True, slots=True)
 class NewEmbedding:
-    """One vector to store: which chunk of the item it came from."""
+    """One vector to store: which chunk of the item it came from (``origin="ocr"``: of its OCR text)."""
 
     chunk: int = 0
     start: int | None = None
     end: int | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,7 @@ class VectorHit:
     modality: str | None
     start: int | None
     end: int | None
+    origin: str | None = None  # "ocr": the span is in the item's OCR text
 
 
 @dataclass
@@ -161,6 +167,7 @@ class Catalog:
             Item.status,
             Item.modality,
             Item.caption.is_not(None) | Item.transcript.is_not(None) | (Item.modality == "text"),
+            Item.ocr_engine.is_not(None),
         )
         with self.session() as session:
             if paths is None:
@@ -169,7 +176,7 @@ class Catalog:
                 rows = [
                     row for part in _chunks(list(paths)) for row in session.execute(query.where(Item.path.in_(part)))
                 ]
-        return {row[0]: FileState(*row[1:6], row[6], bool(row[7])) for row in rows}
+        return {row[0]: FileState(*row[1:6], row[6], bool(row[7]), bool(row[8])) for row in rows}
 
     def spaces_by_item(self) -> dict[int, set[str]]:
         """Item id -> the spaces it has at least one vector in."""
@@ -250,14 +257,16 @@ class Catalog:
             for item, request in zip(items, requests, strict=True):
                 for space, embeddings in request.embeddings.items():
                     rows = [
-                        Embedding(item_id=item.id, space=space, chunk=e.chunk, start=e.start, end=e.end)
+                        Embedding(
+                            item_id=item.id, space=space, chunk=e.chunk, start=e.start, end=e.end, origin=e.origin
+                        )
                         for e in embeddings
                     ]
                     session.add_all(rows)
                     session.flush()
                     new_ids[space].extend(row.id for row in rows)
             documents = [
-                LexicalDocument(item.id, item.path, item.caption, request.body)
+                LexicalDocument(item.id, item.path, item.caption, request.body, item.ocr_text)
                 for item, request in zip(items, requests, strict=True)
                 if item.status == ItemStatus.OK
             ]
@@ -367,7 +376,9 @@ class Catalog:
         with self.session() as session:
             for part in _chunks(list(vector_ids)):
                 query = (
-                    select(Embedding.id, Embedding.item_id, Item.modality, Embedding.start, Embedding.end)
+                    select(
+                        Embedding.id, Embedding.item_id, Item.modality, Embedding.start, Embedding.end, Embedding.origin
+                    )
                     .join(Item, Item.id == Embedding.item_id)
                     .where(Embedding.id.in_(part))
                 )

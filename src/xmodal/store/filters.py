@@ -5,6 +5,8 @@ A filter is a set of ``key=value`` conditions, all of which must hold. Keys:
 - ``modality``, ``media_type``: the item's columns;
 - ``extension``: the file's extension (``jpg`` or ``.jpg``), case-insensitive;
 - ``folder``: the item lies under this folder (absolute path);
+- ``has_text``: ``true`` for images in which OCR read text, ``false`` for the others;
+- ``text``: the words appear (case-insensitive) in the item's caption or in the text read from it;
 - anything else: a key of the item's user metadata (its JSON sidecar), compared as text.
 """
 
@@ -19,7 +21,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from xmodal.errors import InvalidQueryError
 from xmodal.store.models import Item, ItemStatus
 
-COLUMN_KEYS = frozenset({"modality", "media_type", "extension", "folder"})
+COLUMN_KEYS = frozenset({"modality", "media_type", "extension", "folder", "has_text", "text"})
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,22 @@ def _condition(key: str, value: str) -> ColumnElement[bool]:
     if key == "folder":
         folder = value.rstrip("/")
         return or_(Item.path.like(f"{escape_like(folder)}/%", escape="\\"), Item.path == folder)
+    if key == "has_text":
+        return _has_text(value)
+    if key == "text":
+        pattern = f"%{escape_like(value.lower())}%"
+        return or_(
+            func.lower(Item.caption).like(pattern, escape="\\"), func.lower(Item.ocr_text).like(pattern, escape="\\")
+        )
     return cast(Item.user_metadata[key].as_string(), String) == value
+
+
+def _has_text(value: str) -> ColumnElement[bool]:
+    flag = value.lower()
+    if flag not in _TRUE | _FALSE:
+        raise InvalidQueryError(f"Filter has_text={value}: use has_text=true or has_text=false.")
+    present = and_(Item.ocr_text.is_not(None), Item.ocr_text != "")
+    return present if flag in _TRUE else ~present
 
 
 def escape_like(value: str) -> str:

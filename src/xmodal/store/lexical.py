@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
+from xmodal import ocr_text
+
 TABLE = "items_fts"
 # Column weights: a word in the caption or file name says more than one deep in a long document, and a word that
 # only sounds alike says less than the word itself.
-_SQLITE_WEIGHTS = "2.0, 3.0, 1.0, 0.5"  # bm25() weights of name, caption, body, sounds
+_SQLITE_WEIGHTS = "2.0, 3.0, 1.0, 0.5, 2.0"  # bm25() weights of name, caption, body, sounds, ocr
 _POSTGRES_WEIGHTS = "{0.15, 0.3, 0.6, 1.0}"  # ts_rank() weights of D (sounds), C (body), B (name), A (caption)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CODE = re.compile(r"^[A-Z0-9]+$")
 _SEPARATORS = re.compile(r"[/\\._\-]+")  # a path's folders and name become words on every backend
 
-# PostgreSQL's table; SQLite's is an FTS5 virtual table created in migration 0003.
+# PostgreSQL's table; SQLite's is an FTS5 virtual table created in migration 0003. Migration 0005 adds an ``ocr``
+# column to both (text read from images, with the words it stands for: see ``xmodal.ocr_text``), weighted as a name.
 POSTGRES_DDL = (
     f"""CREATE TABLE {TABLE} (
         item_id BIGINT PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
@@ -46,6 +49,7 @@ class LexicalDocument:
     name: str
     caption: str | None
     body: str | None
+    ocr: str | None = None  # text read from the image
 
 
 def supported(dialect: str) -> bool:
@@ -86,8 +90,8 @@ def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequ
     if documents:
         session.execute(
             text(
-                f"INSERT INTO {TABLE}({key}, name, caption, body, sounds) "
-                "VALUES (:item_id, :name, :caption, :body, :sounds)"
+                f"INSERT INTO {TABLE}({key}, name, caption, body, sounds, ocr) "
+                "VALUES (:item_id, :name, :caption, :body, :sounds, :ocr)"
             ),
             [
                 {
@@ -95,7 +99,8 @@ def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequ
                     "name": _SEPARATORS.sub(" ", d.name),
                     "caption": d.caption or "",
                     "body": d.body or "",
-                    "sounds": sounds_of(f"{d.caption or ''} {d.body or ''}"),
+                    "sounds": sounds_of(f"{d.caption or ''} {d.body or ''} {ocr_text.clean(d.ocr or '')}"),
+                    "ocr": ocr_text.searchable(d.ocr) if d.ocr else "",
                 }
                 for d in documents
             ],

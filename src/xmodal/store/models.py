@@ -51,6 +51,11 @@ class Item(Base):
     text_excerpt: Mapped[str | None] = mapped_column(Text)
     transcript: Mapped[str | None] = mapped_column(Text)
     transcript_segments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Text read from an image (OCR, migration 0005): the lines joined by newlines; each line's text, polygon,
+    # confidence, reading order and span in ``ocr_text``; and the reader that ran (None: not read yet).
+    ocr_text: Mapped[str | None] = mapped_column(Text)
+    ocr_lines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    ocr_engine: Mapped[str | None] = mapped_column(String(64))
     user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=ItemStatus.OK, index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -77,6 +82,7 @@ class Embedding(Base):
     A text longer than the encoder's context has one embedding per chunk; ``start``/``end`` locate the chunk
     in the item's text (document, caption or transcript: character offsets), and the item scores as its best
     chunk. For an audio window embedded as audio, ``start``/``end`` are milliseconds into the audio.
+    ``origin`` is ``ocr`` for a chunk of the text read from an image (its span is in ``Item.ocr_text``).
     """
 
     __tablename__ = "embeddings"
@@ -88,6 +94,7 @@ class Embedding(Base):
     chunk: Mapped[int] = mapped_column(Integer, default=0)
     start: Mapped[int | None] = mapped_column(Integer)
     end: Mapped[int | None] = mapped_column(Integer)
+    origin: Mapped[str | None] = mapped_column(String(16))
 
 
 class IndexRun(Base):

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from xmodal.api.deps import EngineDep
-from xmodal.api.schemas import ContributionBody, PartBody, SearchHit, SearchRequest, SearchResponseBody
+from xmodal.api.schemas import ContributionBody, OcrMatchBody, PartBody, SearchHit, SearchRequest, SearchResponseBody
 from xmodal.api.uploads import check_declared_size, read_body
 from xmodal.engine import Engine
 from xmodal.search.query import QueryPart, SearchResult
@@ -195,6 +195,10 @@ def _hit(result: SearchResult) -> SearchHit:
         duration=result.duration,
         duplicates=list(result.duplicates),
         explanation=[ContributionBody(**asdict(c)) for c in result.explanation] if result.explanation else None,
+        ocr_text=result.ocr_text,
+        ocr=OcrMatchBody(span=result.ocr.span, text=result.ocr.text, boxes=[list(b) for b in result.ocr.boxes])
+        if result.ocr
+        else None,
     )
 
 

@@ -137,13 +137,35 @@ function startSearch(likeItem = null) {
   fetchPage();
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+// The image with the OCR lines that matched drawn over it: an SVG of the image's own proportions laid on the
+// picture (both fit their box the same way), corners given as fractions of the width and height.
+function framed(image, boxes, width, height) {
+  if (!boxes || !boxes.length || !width || !height) return image;
+  const frame = document.createElement("div");
+  frame.className = "frame";
+  const overlay = document.createElementNS(SVG, "svg");
+  overlay.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  overlay.setAttribute("preserveAspectRatio", "xMidYMid meet");
+  overlay.classList.add("ocr-overlay");
+  for (const box of boxes) {
+    const polygon = document.createElementNS(SVG, "polygon");
+    polygon.setAttribute("points", box.map(([x, y]) => `${x * width},${y * height}`).join(" "));
+    polygon.classList.add("ocr-box");
+    overlay.append(polygon);
+  }
+  frame.append(image, overlay);
+  return frame;
+}
+
 function mediaOf(hit) {
   if (hit.modality === "image" && hit.thumbnail_url) {
     const image = document.createElement("img");
     image.src = hit.thumbnail_url;
     image.alt = hit.caption || basename(hit.path);
     image.loading = "lazy";
-    return image;
+    return framed(image, hit.ocr && hit.ocr.boxes, hit.width, hit.height);
   }
   if (hit.modality === "audio") {
     const audio = document.createElement("audio");
@@ -192,14 +214,15 @@ function card(hit, queryText) {
   node.dataset.modality = hit.modality || "";
   node.querySelector(".media").append(mediaOf(hit));
   node.querySelector(".name").textContent = basename(hit.path);
-  const snippet = hit.transcript || hit.caption || hit.text_excerpt || "";
+  const snippet = hit.transcript || hit.caption || hit.text_excerpt || (hit.ocr ? hit.ocr.text : hit.ocr_text) || "";
   const at = hit.time_span ? ` [${hit.time_span[0].toFixed(1)}–${hit.time_span[1].toFixed(1)} s]` : "";
   node.querySelector(".snippet").append(highlighted(snippet, queryText), at);
   node.querySelector(".score").textContent = `score ${hit.score.toFixed(2)}`;
   const table = node.querySelector(".explanation");
   for (const part of hit.explanation || []) {
     const row = table.insertRow();
-    for (const value of [part.space, part.part, `raw ${part.raw.toFixed(3)}`, `+${part.contribution.toFixed(2)}`]) {
+    const space = part.origin ? `${part.space} (${part.origin})` : part.space;
+    for (const value of [space, part.part, `raw ${part.raw.toFixed(3)}`, `+${part.contribution.toFixed(2)}`]) {
       row.insertCell().textContent = value;
     }
   }
@@ -226,7 +249,7 @@ async function openDetail(hit) {
     const image = document.createElement("img");
     image.src = `${hit.thumbnail_url}?size=1024`;
     image.alt = item.caption || basename(item.path);
-    body.append(image);
+    body.append(framed(image, hit.ocr && hit.ocr.boxes, item.width, item.height));
   } else if (item.modality === "audio") {
     const audio = mediaOf(hit);
     audio.preload = "metadata";
@@ -237,7 +260,7 @@ async function openDetail(hit) {
     file: item.path, type: item.media_type, size: `${item.size} bytes`,
     dimensions: item.width ? `${item.width} × ${item.height}` : null,
     duration: item.duration ? `${item.duration.toFixed(1)} s` : null,
-    caption: item.caption, transcript: item.transcript, text: item.text_excerpt,
+    caption: item.caption, transcript: item.transcript, text: item.text_excerpt, "words in the image": item.ocr_text,
     ...Object.fromEntries(Object.entries(item.metadata || {}).map(([k, v]) => [k, JSON.stringify(v)])),
   };
   for (const [name, value] of Object.entries(fields)) {

@@ -1,0 +1,68 @@
+"""Where a result matched the words read from its image: which OCR lines (span and boxes), and which of the
+result's sources found it there (its explanation names the origin ``ocr``).
+
+A dense source found it there when its best vector of the item is a chunk of the OCR text; the lexical source
+when the query's words (split and corrected as at indexing) are on one of the lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from xmodal import ocr_text
+from xmodal.search.fusion import Source
+from xmodal.search.query import OcrMatch
+from xmodal.store.catalog import Catalog
+from xmodal.store.models import Item
+
+OCR = "ocr"
+LEXICAL = "lexical"
+
+
+def ocr_origins(
+    catalog: Catalog,
+    item: Item,
+    sources: Sequence[Source],
+    query_vectors: Mapping[Source, np.ndarray],
+    item_vectors: Mapping[str, Mapping[int, list[tuple[int, np.ndarray]]]],
+    texts: Mapping[Source, str],
+) -> dict[Source, tuple[int, int] | None]:
+    """The sources that matched ``item`` in its OCR text, each with the span of the OCR chunk (dense) or ``None``
+    (lexical: the words decide the lines)."""
+    if not item.ocr_lines:
+        return {}
+    found: dict[Source, tuple[int, int] | None] = {}
+    best: dict[Source, int] = {}
+    for source in sources:
+        if source.space == LEXICAL:
+            if source in texts and ocr_text.best_lines(item.ocr_lines, texts[source]):
+                found[source] = None
+            continue
+        pairs = item_vectors.get(source.space, {}).get(item.id, [])
+        if source in query_vectors and pairs:
+            scores = np.stack([vector for _, vector in pairs]) @ query_vectors[source]
+            best[source] = pairs[int(np.argmax(scores))][0]
+    hits = catalog.resolve_vectors(list(best.values())) if best else {}
+    for source, vector_id in best.items():
+        hit = hits.get(vector_id)
+        if hit is not None and hit.origin == OCR and hit.start is not None and hit.end is not None:
+            found[source] = (hit.start, hit.end)
+    return found
+
+
+def ocr_match(item: Item, query_text: str | None, chunk: tuple[int, int] | None) -> OcrMatch | None:
+    """The OCR lines of ``item`` the query matched: those holding most of its words (inside the matched chunk when
+    a dense source found it), else every line of that chunk."""
+    if not item.ocr_lines or not item.ocr_text:
+        return None
+    lines = item.ocr_lines
+    chosen = [lines[i] for i in ocr_text.best_lines(lines, query_text or "", within=chunk)]
+    if not chosen and chunk is not None:
+        chosen = [line for line in lines if line["start"] < chunk[1] and line["end"] > chunk[0]]
+    span = ocr_text.span_of(chosen)
+    if span is None:
+        return None
+    boxes = tuple(tuple((float(x), float(y)) for x, y in line["polygon"]) for line in chosen)
+    return OcrMatch(span=span, text=item.ocr_text[span[0] : span[1]], boxes=boxes)
