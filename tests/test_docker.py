@@ -36,6 +36,7 @@ def test_compose_file_is_valid_and_complete() -> None:
     compose_spec = pytest.importorskip("compose_spec")
     text = (DOCKER / "compose.yaml").read_text()
     interpolated = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda match: match.group(2), text)  # as Compose does
+    interpolated = re.sub(r"\$\{MEDIA_DIR:\?[^}]*\}", "/srv/media", interpolated)  # as if MEDIA_DIR were set
     compose = compose_spec.PyCompose.from_yaml(interpolated).to_dict()
     services = compose["services"]
     assert set(services) == {"postgres", "api", "indexer"}
@@ -43,3 +44,11 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert services["indexer"]["profiles"] == ["jobs"]  # a job, run by the host's scheduler
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert set(compose["volumes"]) == {"xmodal-home", "postgres-data"}
+
+
+def test_compose_refuses_to_run_without_media_dir() -> None:
+    """A cron line that forgets MEDIA_DIR must fail, not index (and prune against) an empty default folder."""
+    text = (DOCKER / "compose.yaml").read_text()
+    mounts = re.findall(r"^\s*- (.+):/media:ro$", text, re.MULTILINE)
+    assert len(mounts) == 2
+    assert all(re.fullmatch(r"\$\{MEDIA_DIR:\?[^}]+\}", mount) for mount in mounts), mounts

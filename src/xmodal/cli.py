@@ -128,6 +128,8 @@ def _print_report(console: Console, report: IndexReport) -> None:
         console.print(f"[red]{len(report.failures)} failed files:[/red]")
         for path, reason in report.failures:
             console.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)
+    for root, reason in report.prunes_skipped:
+        console.print(f"[red]not pruned[/red] {root}: {reason}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -137,6 +139,9 @@ def index(
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only failures.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Forget items whose files are gone.")] = False,
+    force_prune: Annotated[
+        bool, typer.Option("--force-prune", help="Prune even past XMODAL_PRUNE_MAX_FRACTION of a root's items.")
+    ] = False,
     max_items: Annotated[int | None, typer.Option("--max-items", min=1, help="Process at most this many.")] = None,
     report_file: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary here.")] = None,
     target_recall: Annotated[
@@ -163,6 +168,7 @@ def index(
             paths,
             progress=BarProgress() if show_bar else None,
             prune=prune,
+            force_prune=force_prune,
             max_items=max_items,
             ray_address=ray_address,
         )
@@ -170,9 +176,9 @@ def index(
         report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
-    elif not quiet or report.failures:
+    elif not quiet or not report.ok:
         _print_report(console, report)
-    raise typer.Exit(1 if report.failed else 0)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     text_excerpt_chars: PositiveInt = Field(default=400, description="Length of the excerpt stored per text item.")
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
+    prune_max_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="A prune removes at most this share of a root's items in one run (more: `--force-prune`).",
+    )
 
     lexical: bool = Field(
         default=True, description="Keep the full-text `lexical` space (SQLite or PostgreSQL catalogs)."

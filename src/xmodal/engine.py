@@ -109,18 +109,20 @@ class Engine:
         *,
         progress: Progress | None = None,
         prune: bool = False,
+        force_prune: bool = False,
         max_items: int | None = None,
         ray_address: str | None = None,
     ) -> IndexReport:
         """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
         home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
-        whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
-        encode on a Ray cluster (``local`` starts one on this machine), committing here."""
+        whose files are gone (never under a root whose walk failed or found nothing, and at most
+        ``prune_max_fraction`` of a root's items unless ``force_prune``); ``max_items`` caps the files processed
+        in this run. ``ray_address``: decode and encode on a Ray cluster (``local`` starts one on this machine), committing here."""
         indexer = Indexer(
             self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
         )
         with index_lock(self.settings.home, self.catalog):
-            return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
+            return indexer.run([Path(p) for p in paths], prune=prune, force_prune=force_prune, max_items=max_items)
 
     # searching -------------------------------------------------------------------------------------------
 
