@@ -117,7 +117,8 @@ class Engine:
         home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
         whose files are gone (never under a root whose walk failed or found nothing, and at most
         ``prune_max_fraction`` of a root's items unless ``force_prune``); ``max_items`` caps the files processed
-        in this run. ``ray_address``: decode and encode on a Ray cluster (``local`` starts one on this machine), committing here."""
+        in this run. ``ray_address``: decode and encode on a Ray cluster (``local`` starts one on this machine),
+        committing here."""
         indexer = Indexer(
             self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
         )
