@@ -58,3 +58,7 @@ class NotFoundError(XmodalError):
 
 class IndexLockedError(XmodalError):
     """Another indexer holds the home's lock."""
+
+
+class InvalidCursorError(InvalidQueryError):
+    """A paging cursor was not given out by this home, or was given out for another query."""
