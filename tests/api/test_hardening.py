@@ -34,7 +34,7 @@ def settings(request: pytest.FixtureRequest, settings: object) -> object:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    root = write_corpus(tmp_path / "corpus", images=6, texts=6)
+    root = write_corpus(tmp_path / "corpus", images=5, texts=3)
     # an img2dataset-style sidecar: its keys collide with the fields /knn-service adds
     (root / "image_001.json").write_text(
         json.dumps({"url": "https://origin.example/1.jpg", "caption": "c", "path": "p"})
@@ -80,9 +80,13 @@ def _raw(client: TestClient, path: str, chunks: Iterator[bytes], headers: list[t
     return answer
 
 
-@pytest.mark.parametrize("path", ["/search", "/knn-service", "/metadata"])
-def test_a_chunked_body_is_cut_off_at_the_limit(client: TestClient, engine: Engine, path: str) -> None:
+def test_a_chunked_body_is_cut_off_at_the_limit(client: TestClient, engine: Engine) -> None:
     engine.settings.max_request_bytes = 2**20
+    for path in ("/search", "/knn-service", "/metadata"):
+        _cut_off(client, path)
+
+
+def _cut_off(client: TestClient, path: str) -> None:
     head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\nContent-Type: image/png\r\n\r\n'
     forty = iter([head] + [b"x" * 2**16] * 640)  # a 40 MiB upload, no Content-Length
     kind = b"multipart/form-data; boundary=b" if path == "/search" else b"application/json"
@@ -122,7 +126,9 @@ def test_forged_and_foreign_cursors_are_400_at_once(client: TestClient) -> None:
     assert not {hit["id"] for hit in first["results"]} & {hit["id"] for hit in second["results"]}
     foreign = client.post("/search", json={"text": "forest", "k": 3, "cursor": cursor})
     assert foreign.status_code == 400
-    other_filter = client.post("/search", json={"text": "river", "k": 3, "cursor": cursor, "where": ["extension=png"]})
+    other_filter = client.post(
+        "/search", json={"text": "river", "k": 3, "cursor": cursor, "where": {"extension": "png"}}
+    )
     assert other_filter.status_code == 400
 
 
@@ -242,11 +248,12 @@ def test_admin_index_only_takes_paths_under_the_sources(
     assert client.post("/admin/index", json={"paths": [str(corpus)]}, headers=key).status_code == 202
 
 
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "169.254.169.254", "[::1]", "224.0.0.1", "10.0.0.8"])
-def test_image_url_to_an_internal_address_is_refused(client: TestClient, engine: Engine, host: str) -> None:
-    engine.settings.image_url_allow = [host.strip("[]")]
-    response = client.post("/knn-service", json={"image_url": f"http://{host}/latest/meta-data", "indice_name": "clip"})
-    assert response.status_code == 403 and "internal address" in response.json()["detail"]
+def test_image_url_to_an_internal_address_is_refused(client: TestClient, engine: Engine) -> None:
+    for host in ["localhost", "127.0.0.1", "169.254.169.254", "[::1]", "224.0.0.1", "10.0.0.8", "[::ffff:127.0.0.1]"]:
+        engine.settings.image_url_allow = [host.strip("[]")]
+        url = f"http://{host}/latest/meta-data"
+        response = client.post("/knn-service", json={"image_url": url, "indice_name": "clip"})
+        assert response.status_code == 403 and "internal address" in response.json()["detail"], host
 
 
 @contextmanager
@@ -296,10 +303,10 @@ def test_knn_service_keeps_sidecar_keys_apart(client: TestClient) -> None:
     assert metadata["url"] == tagged["url"] and metadata["metadata"]["url"] == "https://origin.example/1.jpg"
 
 
-@pytest.mark.parametrize(("page", "script"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")])
-def test_docs_load_their_assets_from_this_server(client: TestClient, page: str, script: str) -> None:
-    html = client.get(page)
-    assert html.status_code == 200 and f"/docs-assets/{script}" in html.text
-    assert "cdn.jsdelivr" not in html.text and "fonts.googleapis" not in html.text
-    asset = client.get(f"/docs-assets/{script}")
-    assert asset.status_code == 200 and len(asset.content) > 100_000
+def test_docs_load_their_assets_from_this_server(client: TestClient) -> None:
+    for page, script in [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")]:
+        html = client.get(page)
+        assert html.status_code == 200 and f"/docs-assets/{script}" in html.text
+        assert "cdn.jsdelivr" not in html.text and "fonts.googleapis" not in html.text
+        asset = client.get(f"/docs-assets/{script}")
+        assert asset.status_code == 200 and len(asset.content) > 100_000
