@@ -183,9 +183,6 @@ class Settings(BaseSettings):
         description="Let `image_url` reach loopback, private, link-local and multicast addresses (off: refused).",
     )
     image_url_timeout_s: float = Field(default=10.0, gt=0, description="Longest fetch of a clip-retrieval `image_url`.")
-    thumbnail_cache_bytes: ByteSize = Field(
-        default=ByteSize(512 * 2**20), description="Disk the thumbnail cache ($XMODAL_HOME/thumbnails) may take."
-    )
     cors_origins: list[str] = Field(
         default_factory=list, description='Origins allowed to call the API from a browser, e.g. ["*"].'
     )
