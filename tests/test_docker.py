@@ -36,6 +36,7 @@ def test_compose_file_is_valid_and_complete() -> None:
     compose_spec = pytest.importorskip("compose_spec")
     text = (DOCKER / "compose.yaml").read_text()
     interpolated = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda match: match.group(2), text)  # as Compose does
+    interpolated = re.sub(r"\$\{MEDIA_DIR:\?[^}]*\}", "/srv/media", interpolated)  # as if MEDIA_DIR were set
     compose = compose_spec.PyCompose.from_yaml(interpolated).to_dict()
     services = compose["services"]
     assert set(services) == {"postgres", "api", "indexer"}
@@ -83,3 +84,11 @@ def test_compose_builds_the_image_once() -> None:
     built = [name for name, service in services.items() if "build" in service]
     assert built == ["api"]
     assert services["indexer"]["image"] == services["api"]["image"] and services["indexer"]["pull_policy"] == "never"
+
+
+def test_compose_refuses_to_run_without_media_dir() -> None:
+    """A cron line that forgets MEDIA_DIR must fail, not index (and prune against) an empty default folder."""
+    text = (DOCKER / "compose.yaml").read_text()
+    mounts = re.findall(r"^\s*- (.+):/media:ro$", text, re.MULTILINE)
+    assert len(mounts) == 2
+    assert all(re.fullmatch(r"\$\{MEDIA_DIR:\?[^}]+\}", mount) for mount in mounts), mounts

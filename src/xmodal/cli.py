@@ -148,6 +148,8 @@ def _print_failures(console: Console, report: IndexReport) -> None:
         console.print(f"[red]{len(report.failures)} failed files:[/red]")
         for path, reason in report.failures:
             console.print(Text(f"  {path}: {reason}"), highlight=False, soft_wrap=True)
+    for root, reason in report.prunes_skipped:
+        console.print(Text.assemble(("not pruned", "red"), f" {root}: {reason}"), highlight=False, soft_wrap=True)
 
 
 def timing_line(timings: dict[str, float], decode_workers: int) -> str:
@@ -199,6 +201,9 @@ def index(
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only failures.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Forget items whose files are gone.")] = False,
+    force_prune: Annotated[
+        bool, typer.Option("--force-prune", help="Prune even past XMODAL_PRUNE_MAX_FRACTION of a root's items.")
+    ] = False,
     max_items: Annotated[int | None, typer.Option("--max-items", min=1, help="Process at most this many.")] = None,
     report_file: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary here.")] = None,
     target_recall: Annotated[
@@ -226,6 +231,7 @@ def index(
             paths,
             progress=BarProgress() if show_bar else None,
             prune=prune,
+            force_prune=force_prune,
             max_items=max_items,
             ray_address=ray_address or ("local" if ray else None),
             on_plan=None if quiet or as_json else lambda line: Console(stderr=True).print(Text(line), soft_wrap=True),
@@ -238,7 +244,7 @@ def index(
         _print_failures(console, report)
     else:
         _print_report(console, report, settings.decode_workers)
-    raise typer.Exit(1 if report.failed or report.still_failing else 0)
+    raise typer.Exit(0 if report.ok and not report.still_failing else 1)
 
 
 @app.command()

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     )
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
+    prune_max_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="A prune removes at most this share of a root's items in one run (more: `--force-prune`).",
+    )
 
     ocr: bool = Field(default=True, description="Read the words in images (needs the `ocr` extra).")
     ocr_max_pixels: PositiveInt = Field(
@@ -180,11 +186,36 @@ class Settings(BaseSettings):
     )
     default_k: PositiveInt = Field(default=10, description="Results per query when k is not given.")
     max_k: PositiveInt = Field(default=1000, description="Largest k a query may ask for.")
+    max_result_depth: PositiveInt = Field(
+        default=1000, description="Deepest rank a query or its pages may reach (cursor offset + k)."
+    )
+    max_candidates: PositiveInt = Field(
+        default=2000, description="Candidates a query gathers per space and reranks, at most (bounds its memory)."
+    )
+    max_query_pixels: PositiveInt = Field(
+        default=50_000_000, description="Pixels of all the images of one query together, at most."
+    )
     max_query_chars: PositiveInt = Field(default=10_000, description="Longest text query accepted.")
     max_upload_bytes: PositiveInt = Field(default=20 * 2**20, description="Largest query upload over HTTP.")
+    max_request_bytes: PositiveInt = Field(
+        default=32 * 2**20, description="Largest request body on any route, counted as it streams (else 413)."
+    )
     api_key: SecretStr | None = Field(
         default=None, description="Key that writes and admin calls must send (X-API-Key); unset: they are refused."
     )
+    read_api_key: SecretStr | None = Field(
+        default=None,
+        description="Key that searches and reads must send (X-API-Key; the admin key works too); unset: open.",
+    )
+    sources: list[Path] = Field(
+        default_factory=list,
+        description='Folders `/admin/index` may index, e.g. ["/media"]; empty: indexing over HTTP is off.',
+    )
+    image_url_allow_private: bool = Field(
+        default=False,
+        description="Let `image_url` reach loopback, private, link-local and multicast addresses (off: refused).",
+    )
+    image_url_timeout_s: float = Field(default=10.0, gt=0, description="Longest fetch of a clip-retrieval `image_url`.")
     cors_origins: list[str] = Field(
         default_factory=list, description='Origins allowed to call the API from a browser, e.g. ["*"].'
     )
@@ -206,6 +237,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("sources", mode="after")
+    @classmethod
+    def _resolve_sources(cls, value: list[Path]) -> list[Path]:
+        return [path.expanduser().resolve() for path in value]
 
     @field_validator("text_extensions", mode="after")
     @classmethod

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import uuid
@@ -37,7 +38,7 @@ from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, dec
 from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
-from xmodal.search.query import AudioClip, PartKind, QueryPart, SearchQuery, SearchResult, decode_cursor
+from xmodal.search.query import AudioClip, PartKind, QueryPart, SearchQuery, SearchResult
 from xmodal.search.searcher import Searcher, SearchResponse
 from xmodal.spaces import EncoderBuilder, SpaceSet
 from xmodal.store.catalog import Catalog
@@ -84,6 +85,30 @@ def home_id(home: Path) -> str:
         finally:
             staged.unlink()
         return path.read_text().strip()
+
+
+class _PixelBudget:
+    """The pixels one query's images may still take, all together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = self.left = limit
+
+    def spend(self, pixels: int) -> None:
+        if pixels > self.left:
+            raise InvalidQueryError(
+                f"The query's images have more than {self.limit} pixels in all (XMODAL_MAX_QUERY_PIXELS): "
+                "send fewer or smaller images."
+            )
+        self.left -= pixels
+
+
+def _header_pixels(data: bytes) -> int:
+    """Width x height from the image's header, without decoding it (0 when it is not an image: decoding says so)."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return int(opened.width) * int(opened.height)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
 
 
 class Engine:
@@ -147,15 +172,18 @@ class Engine:
         *,
         progress: Progress | None = None,
         prune: bool = False,
+        force_prune: bool = False,
         max_items: int | None = None,
         ray_address: str | None = None,
         on_plan: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
         home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
-        whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
-        encode on a Ray cluster (``local`` starts one on this machine), committing here. ``on_plan`` is told of
-        long work before it starts (how many audio files will be transcribed, and about how long it takes)."""
+        whose files are gone (never under a root whose walk failed or found nothing, and at most
+        ``prune_max_fraction`` of a root's items unless ``force_prune``); ``max_items`` caps the files processed
+        in this run. ``ray_address``: decode and encode on a Ray cluster (``local`` starts one on this machine),
+        committing here. ``on_plan`` is told of long work before it starts (how many audio files will be
+        transcribed, and about how long it takes)."""
         indexer = Indexer(
             self.settings,
             self.catalog,
@@ -168,7 +196,9 @@ class Engine:
         )
         with index_lock(self.settings.home, self.catalog):
             try:
-                return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
+                return indexer.run(
+                    [Path(p) for p in paths], prune=prune, force_prune=force_prune, max_items=max_items
+                )
             finally:
                 self.spaces.release_writers()  # the lock goes: the next writer starts from what is on disk
 
@@ -236,12 +266,12 @@ class Engine:
         diversity = self.settings.diversity if diversity is None else diversity
         if not 0 <= diversity <= 1:
             raise InvalidQueryError(f"diversity must be between 0 and 1, got {diversity}.")
-        return SearchQuery(
-            parts=tuple(self._decode_part(part) for part in given),
+        pixels = _PixelBudget(self.settings.max_query_pixels)
+        query = SearchQuery(
+            parts=tuple(self._decode_part(part, pixels) for part in given),
             k=k,
             item_filter=ItemFilter.parse(conditions or [], wanted),
             space=space,
-            offset=decode_cursor(cursor) if cursor else 0,
             min_score=min_score,
             explain=explain,
             fusion=method,
@@ -250,8 +280,17 @@ class Engine:
                 self.settings.collapse_duplicates if collapse_duplicates is None else collapse_duplicates
             ),
         )
+        return self._continue(query, cursor) if cursor else query
 
-    def _decode_part(self, part: QueryPart) -> QueryPart:
+    def _continue(self, query: SearchQuery, cursor: str) -> SearchQuery:
+        """The page of ``query`` that ``cursor`` points at (within ``max_result_depth``)."""
+        offset = self._searcher.cursors.decode(cursor, query)
+        depth = self.settings.max_result_depth
+        if offset >= depth:
+            raise InvalidQueryError(f"Results past rank {depth} are not served (XMODAL_MAX_RESULT_DEPTH).")
+        return replace(query, offset=offset, k=min(query.k, depth - offset))
+
+    def _decode_part(self, part: QueryPart, pixels: _PixelBudget) -> QueryPart:
         if not math.isfinite(part.weight) or part.weight == 0:
             raise InvalidQueryError(f"A part's weight must be a finite number other than 0, got {part.weight}.")
         if part.kind is PartKind.TEXT:
@@ -265,7 +304,7 @@ class Engine:
                 )
             return replace(part, value=value)
         if part.kind is PartKind.IMAGE:
-            return replace(part, value=self._load_image(part.value))
+            return replace(part, value=self._load_image(part.value, pixels))
         if part.kind is PartKind.AUDIO:
             return replace(part, value=self._load_audio(part.value))
         if part.kind is PartKind.VECTOR:
@@ -280,10 +319,12 @@ class Engine:
             return replace(part, value=vector)
         return part
 
-    def _load_image(self, image: ImageInput) -> Image.Image:
+    def _load_image(self, image: ImageInput, pixels: _PixelBudget) -> Image.Image:
         if isinstance(image, Image.Image):
+            pixels.spend(image.width * image.height)
             return to_rgb(image)
         data = self._query_bytes(image, "image")
+        pixels.spend(_header_pixels(data))  # before decoding: a query's images share one budget
         try:
             return decode_image(data, ImageLimits(self.settings.max_image_pixels, self.settings.svg_render_side)).image
         except DecodeError as exc:

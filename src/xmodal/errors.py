@@ -63,3 +63,7 @@ class IndexLockedError(XmodalError):
 
 class CatalogInUseError(XmodalError):
     """The catalog database describes another home's vectors; each home needs its own catalog."""
+
+
+class InvalidCursorError(InvalidQueryError):
+    """A paging cursor was not given out by this home, or was given out for another query."""

@@ -100,6 +100,9 @@ def test_image_url_is_off_unless_the_host_is_allowed(server: str, engine: Engine
     engine.settings.image_url_allow = ["127.0.0.1"]
     first = httpx.post(f"{server}/knn-service", json={"text": "river", "num_images": 1}).json()[0]
     allowed = {"image_url": first["url"], "indice_name": "clip", "num_images": 2}  # this server's own file
+    loopback = httpx.post(f"{server}/knn-service", content=json.dumps(allowed))
+    assert loopback.status_code == 403 and "XMODAL_IMAGE_URL_ALLOW_PRIVATE" in loopback.json()["detail"]
+    engine.settings.image_url_allow_private = True
     assert len(httpx.post(f"{server}/knn-service", content=json.dumps(allowed)).json()) == 2
     inline = {"image": base64.b64encode(buffer.getvalue()).decode(), "indice_name": "clip", "num_images": 2}
     assert len(httpx.post(f"{server}/knn-service", json=inline).json()) == 2

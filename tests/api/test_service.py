@@ -105,9 +105,11 @@ def test_writes_need_the_right_key(admin: TestClient, indexed: Engine) -> None:
 
 def test_an_index_run_can_be_started_over_http(admin: TestClient, tmp_path: Path) -> None:
     more = write_corpus(tmp_path / "more", images=0, texts=3, seed=5)
+    admin.app.state.engine.settings.sources = [tmp_path.resolve()]  # type: ignore[attr-defined]
     assert admin.post("/admin/index", json={"paths": [str(more)]}).status_code == 401
-    refused = admin.post("/admin/index", json={"paths": ["/no/such/folder"]}, headers={"X-API-Key": KEY})
-    assert refused.status_code == 422 and "/no/such/folder" in refused.text
+    missing = str(tmp_path / "no-such-folder")
+    refused = admin.post("/admin/index", json={"paths": [missing]}, headers={"X-API-Key": KEY})
+    assert refused.status_code == 422 and missing in refused.text
     started = admin.post("/admin/index", json={"paths": [str(more)]}, headers={"X-API-Key": KEY})
     assert started.status_code == 202
     # TestClient runs background tasks before it returns; a real server answers first and indexes after.

@@ -12,14 +12,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from xmodal.api.limits import BodyLimitMiddleware
 from xmodal.api.metrics import ApiMetrics
-from xmodal.api.routes import admin, clip_retrieval, health, items, overview, search, web
+from xmodal.api.routes import admin, clip_retrieval, docs, health, items, overview, search, web
+from xmodal.api.schemas import ErrorBody
+from xmodal.api.security import ReaderDep
 from xmodal.config import Settings
 from xmodal.engine import Engine
 from xmodal.errors import (
     ConfigError,
     DecodeError,
     IndexLockedError,
+    InvalidCursorError,
     InvalidQueryError,
     NotFoundError,
     SpaceMismatchError,
@@ -29,6 +33,7 @@ from xmodal.errors import (
 
 _STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (NotFoundError, status.HTTP_404_NOT_FOUND),
+    (InvalidCursorError, status.HTTP_400_BAD_REQUEST),
     (InvalidQueryError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (DecodeError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (WeightsUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
@@ -78,6 +83,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         summary="Cross-modal search over images, audio and texts.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by routes.docs, from the package instead of a CDN
+        redoc_url=None,
     )
     app.add_exception_handler(XmodalError, _xmodal_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -87,7 +94,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.add_middleware(
             CORSMiddleware, allow_origins=resolved.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
-    for module in (search, items, overview, admin, clip_retrieval, health, web):
+    app.add_middleware(BodyLimitMiddleware, settings=resolved)  # added last: the outermost of ours
+    for module in (search, items, overview, clip_retrieval):
+        app.include_router(module.router, dependencies=[ReaderDep], responses={401: {"model": ErrorBody}})
+    for module in (admin, health, web, docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     return app

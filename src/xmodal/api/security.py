@@ -1,4 +1,5 @@
-"""Writes and admin calls need the configured API key; search and reads stay open."""
+"""Writes and admin calls need the configured API key; searches and reads need the read key when one is set
+(``XMODAL_READ_API_KEY``; the admin key is accepted too), and are open otherwise."""
 
 from __future__ import annotations
 
@@ -29,3 +30,20 @@ def require_api_key(settings: SettingsDep, given: Annotated[str | None, Security
 
 
 AdminDep = Depends(require_api_key)
+
+
+def require_read_key(settings: SettingsDep, given: Annotated[str | None, Security(_KEY_HEADER)] = None) -> None:
+    """401 when a read key is configured and the request sends neither it nor the admin key."""
+    if settings.read_api_key is None:
+        return
+    keys = [settings.read_api_key, *([settings.api_key] if settings.api_key is not None else [])]
+    sent = (given or "").encode()
+    if given is None or not any(secrets.compare_digest(sent, key.get_secret_value().encode()) for key in keys):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "This server's files are private: send its read key (XMODAL_READ_API_KEY) in the X-API-Key header.",
+            headers={"WWW-Authenticate": "APIKey"},
+        )
+
+
+ReaderDep = Depends(require_read_key)

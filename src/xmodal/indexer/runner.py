@@ -34,7 +34,7 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
-from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, walk
+from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots, walk
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -76,6 +76,7 @@ class IndexReport:
     vectors_added: int = 0
     repaired: int = 0
     pruned: int = 0
+    prunes_skipped: list[tuple[str, str]] = field(default_factory=list)  # (root, why it was not pruned)
     reused: int = 0  # moved or copied files whose vectors were copied, not encoded
     ocr_read: int = 0  # images OCR read in this run
     ocr_with_text: int = 0  # ... and found words in
@@ -85,6 +86,11 @@ class IndexReport:
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     batch_size: int = 0  # encoder batch size at the end of the run (grows on a GPU)
+
+    @property
+    def ok(self) -> bool:
+        """No file failed and every prune asked for ran (the CLI exits 1 otherwise)."""
+        return not self.failed and not self.prunes_skipped
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -138,16 +144,27 @@ class Indexer:
             text_extensions=frozenset(settings.text_extensions),
         )
 
-    def run(self, roots: Sequence[Path], *, prune: bool = False, max_items: int | None = None) -> IndexReport:
+    def run(
+        self,
+        roots: Sequence[Path],
+        *,
+        prune: bool = False,
+        force_prune: bool = False,
+        max_items: int | None = None,
+    ) -> IndexReport:
         """Index every file under ``roots``; files already indexed and unchanged are only stat'ed, and no model
-        is loaded when nothing changed. ``prune``: forget items under ``roots`` whose files are gone.
-        ``max_items``: process at most this many files now (the rest are ``deferred`` to the next run)."""
+        is loaded when nothing changed. ``prune``: forget items under ``roots`` whose files are gone, except under
+        a root that is empty or whose walk met an error, and never more than ``prune_max_fraction`` of a root's
+        items unless ``force_prune`` (skipped prunes are in ``prunes_skipped``). ``max_items``: process at most
+        this many files now (the rest are ``deferred`` to the next run). Roots inside another root are that
+        root's."""
+        roots = normalise_roots(roots)
         missing = [str(root) for root in roots if not root.exists()]
         if missing:
             raise NotFoundError(f"Nothing to index at {', '.join(missing)}: no such file or folder.")
         report = IndexReport()
         started = time.perf_counter()
-        run_id = self.catalog.start_run([str(root.absolute()) for root in roots])
+        run_id = self.catalog.start_run([str(root) for root in roots])
         status = "failed"
         active: list[VectorSpace] = []
         try:
@@ -178,7 +195,7 @@ class Indexer:
                 only_ocr = scan.only_ocr(active) if ocr is not None else {}
                 self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
-                report.pruned = self._prune(roots, scan.seen)
+                report.pruned = self._prune(roots, scan, report, force=force_prune)
             status = "finished"
         finally:
             self.spaces.save(final=True)
@@ -280,6 +297,7 @@ class Indexer:
         def unreadable(path: Path, reason: str) -> None:
             report.failed += 1
             report.failures.append((str(path), reason))
+            scan.errors.update(root for root in roots if path.is_relative_to(root))
 
         for source in walk(
             roots,
@@ -294,9 +312,34 @@ class Indexer:
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
 
-    def _prune(self, roots: Sequence[Path], seen: set[str]) -> int:
-        count, _ = self.catalog.prune([str(root.absolute()) for root in roots], seen)
+    def _prune(self, roots: Sequence[Path], scan: _Scan, report: IndexReport, *, force: bool) -> int:
+        """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged."""
+        gone: list[int] = []
+        for root in roots:
+            total, missing = self.catalog.prune_candidates(str(root), scan.seen)
+            reason = self._prune_refusal(root, scan, total, len(missing), force=force)
+            if reason is not None:
+                if missing:
+                    report.prunes_skipped.append((str(root), reason))
+                    log.warning("not pruning %s: %s", root, reason)
+                continue
+            gone.extend(missing)
+        count, _ = self.catalog.delete_items(gone)
         return count  # their vectors are queued in the catalog; this run's last publication tombstones them
+
+    def _prune_refusal(self, root: Path, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
+        """Why the items of ``root`` whose files were not seen must stay, or None when they may go."""
+        if root in scan.errors:
+            return "its walk met errors (see failures): a missing disk or unreadable folder is not a deletion"
+        if not any(path == str(root) or path.startswith(f"{root}/") for path in scan.seen):
+            return "no file was found under it (an unmounted disk?); nothing was pruned"
+        limit = self.settings.prune_max_fraction
+        if not force and missing > limit * total:
+            return (
+                f"{missing} of its {total} items are gone, more than XMODAL_PRUNE_MAX_FRACTION={limit}; "
+                "check the folder, then run again with --force-prune"
+            )
+        return None
 
     def _process(
         self,
@@ -468,6 +511,7 @@ class _Scan:
     coverage: dict[int, set[str]]
     candidates: list[tuple[SourceFile, FileState | None]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    errors: set[Path] = field(default_factory=set)  # roots whose walk reported an error
     count: int = 0
 
     def add(self, source: SourceFile) -> None:

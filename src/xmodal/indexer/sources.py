@@ -41,6 +41,14 @@ class SourceFile:
 ErrorCallback = Callable[[Path, str], None]
 
 
+def normalise_roots(roots: Iterable[Path]) -> list[Path]:
+    """Absolute, normalised roots (``..`` and ``.`` folded, links kept), each once, in the given order; a root
+    that lies inside another folder root is that folder's and is dropped (``d/a.txt`` and ``d``: ``d``)."""
+    unique = list(dict.fromkeys(Path(os.path.abspath(root)) for root in roots))
+    folders = [root for root in unique if root.is_dir()]
+    return [root for root in unique if not any(root != folder and root.is_relative_to(folder) for folder in folders)]
+
+
 def walk(
     roots: Iterable[Path],
     *,

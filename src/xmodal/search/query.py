@@ -6,8 +6,6 @@ A negative weight pushes items that match that part down ("red dress", not "long
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -15,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from xmodal.config import FusionMethod
-from xmodal.errors import InvalidQueryError
 from xmodal.modality import Modality
 from xmodal.store.filters import ItemFilter
 
@@ -111,22 +108,6 @@ class SearchQuery:
     def text(self) -> str | None:
         """The text of the first positive text part (the lexical space reads it)."""
         return next((p.value for p in self.parts if p.kind is PartKind.TEXT and p.weight > 0), None)
-
-
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The offset a cursor from a previous page stands for."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        offset = json.loads(base64.urlsafe_b64decode(padded.encode()))["offset"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidQueryError("The cursor is not one this server gave out.") from exc
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidQueryError("The cursor is not one this server gave out.")
-    return offset
 
 
 @dataclass(frozen=True, slots=True)

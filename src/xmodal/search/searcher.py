@@ -18,6 +18,7 @@ from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
+from xmodal.search.cursors import CursorSigner
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
 from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
 from xmodal.search.query import (
@@ -27,7 +28,6 @@ from xmodal.search.query import (
     QueryPart,
     SearchQuery,
     SearchResult,
-    encode_cursor,
 )
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
 from xmodal.search.retrieval import FilterPlan, is_selective, search_space
@@ -104,6 +104,7 @@ class Searcher:
         self.catalog = catalog
         self.spaces = spaces
         self.settings = settings
+        self.cursors = CursorSigner.for_home(settings.home)
         wait_s = settings.query_batch_wait_ms / 1000
         self._batchers = {
             space.name: EncodeBatcher(space.encoder.encode_texts, wait_s=wait_s, max_texts=settings.query_batch_max)
@@ -133,11 +134,12 @@ class Searcher:
             order = ranked(fused)
         if query.min_score is not None:
             order = [item_id for item_id in order if fused[item_id][0] >= query.min_score]
+        order = order[: self.settings.max_candidates]  # the rerank below is quadratic in the candidates
         with clock("rerank"):
             order, folded = self._rerank(run, order, fused)
         page = order[query.offset : query.offset + query.k]
-        if len(order) > query.offset + query.k:
-            run.response.next_cursor = encode_cursor(query.offset + query.k)
+        if len(order) > query.offset + query.k and query.offset + query.k < self.settings.max_result_depth:
+            run.response.next_cursor = self.cursors.encode(query.offset + query.k, query)
         with clock("metadata"):
             run.response.results = self._attach(run, page, fused, evidence, locations, folded)
         return run.response
@@ -262,7 +264,8 @@ class Searcher:
     def _gather_candidates(self, run: _Run) -> None:
         query = run.query
         excluded = {int(p.value) for p in query.parts if p.kind is PartKind.ITEM}
-        pool = max(self.settings.fusion_candidates, 2 * (query.offset + query.k)) + len(excluded)
+        wanted = max(self.settings.fusion_candidates, 2 * (query.offset + query.k))
+        pool = min(wanted, self.settings.max_candidates) + len(excluded)
         plans: dict[str, FilterPlan] = {}
         selective = is_selective(self.catalog, query.item_filter, below=self.settings.filter_selective_below)
         for source, vector in run.dense.items():

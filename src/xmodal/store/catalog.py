@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from xmodal.errors import CatalogInUseError
 from xmodal.store import lexical
 from xmodal.store.database import connect, migrate, session_factory
-from xmodal.store.filters import ItemFilter, escape_like
+from xmodal.store.filters import ItemFilter, under_folder
 from xmodal.store.lexical import LexicalDocument
 from xmodal.store.models import CatalogMeta, DeletedVector, Embedding, IndexRun, Item, ItemStatus, Space, utcnow
 
@@ -273,20 +273,12 @@ class Catalog:
             lexical.replace_documents(session, touched, documents)
         return dict(new_ids), dict(old_ids)
 
-    def prune(self, roots: Sequence[str], keep: set[str]) -> tuple[int, dict[str, list[int]]]:
-        """Delete the items under ``roots`` whose path is not in ``keep`` (their files are gone).
-
-        Returns how many went and, per space, the vector ids that must leave the vector indexes.
-        """
-        gone: list[int] = []
-        with self.session() as session, session.begin():
-            for root in roots:
-                prefix = root.rstrip("/")
-                query = select(Item.id, Item.path).where(
-                    (Item.path == prefix) | Item.path.like(f"{escape_like(prefix)}/%", escape="\\")
-                )
-                gone.extend(item_id for item_id, path in session.execute(query) if path not in keep)
-            return len(gone), _delete_items(session, gone)
+    def prune_candidates(self, root: str, keep: set[str]) -> tuple[int, list[int]]:
+        """How many items lie at or under ``root``, and the ids of those whose path is not in ``keep`` (their
+        files are gone). The indexer decides whether to delete them (:meth:`delete_items`)."""
+        with self.session() as session:
+            rows = session.execute(select(Item.id, Item.path).where(under_folder(root))).all()
+        return len(rows), [item_id for item_id, path in rows if path not in keep]
 
     def delete_items(self, item_ids: Sequence[int]) -> tuple[int, dict[str, list[int]]]:
         """Delete these items; returns how many existed and, per space, the vector ids that must go."""

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import String, and_, cast, func, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from xmodal.errors import InvalidQueryError
 from xmodal.store.models import Item, ItemStatus
@@ -65,8 +69,7 @@ def _condition(key: str, value: str) -> ColumnElement[bool]:
         suffix = value.lower() if value.startswith(".") else f".{value.lower()}"
         return func.lower(Item.path).like(f"%{escape_like(suffix)}", escape="\\")
     if key == "folder":
-        folder = value.rstrip("/")
-        return or_(Item.path.like(f"{escape_like(folder)}/%", escape="\\"), Item.path == folder)
+        return under_folder(value)
     if key == "has_text":
         return _has_text(value)
     if key == "text":
@@ -83,6 +86,37 @@ def _has_text(value: str) -> ColumnElement[bool]:
         raise InvalidQueryError(f"Filter has_text={value}: use has_text=true or has_text=false.")
     present = and_(Item.ocr_text.is_not(None), Item.ocr_text != "")
     return present if flag in _TRUE else ~present
+
+
+def under_folder(folder: str) -> ColumnElement[bool]:
+    """Items at ``folder`` or below it, compared byte by byte (``/x/Photos`` never matches ``/x/photos/a``).
+
+    A range on the path (``'/'`` and ``'0'`` are neighbours in ASCII, so every ``folder/...`` lies between), which
+    the path index can answer; ``LIKE`` would ignore case on SQLite and not use the index.
+    """
+    prefix = folder.rstrip("/") or "/"
+    if prefix == "/":
+        return Item.path.startswith("/")
+    path = _Bytewise(Item.path)
+    return or_(Item.path == prefix, and_(path >= f"{prefix}/", path < f"{prefix}0"))
+
+
+class _Bytewise(FunctionElement[str]):
+    """A text column compared by its bytes: PostgreSQL databases may default to a linguistic collation."""
+
+    type = String()
+    inherit_cache = True
+    name = "bytewise"
+
+
+@compiles(_Bytewise)
+def _bytewise_default(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)  # SQLite compares bytes (BINARY) unless told otherwise
+
+
+@compiles(_Bytewise, "postgresql")
+def _bytewise_postgresql(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
 
 
 def escape_like(value: str) -> str:

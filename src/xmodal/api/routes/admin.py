@@ -26,7 +26,19 @@ router = APIRouter(
 
 @router.post("/admin/index", status_code=status.HTTP_202_ACCEPTED, response_model=AdminAccepted)
 def start_index_run(request: IndexRequest, engine: EngineDep, background: BackgroundTasks) -> AdminAccepted:
-    """Index these server-side paths after answering (progress: GET /metrics, `xmodal stats`)."""
+    """Index these server-side paths, which must lie in a folder of ``XMODAL_SOURCES``, after answering
+    (progress: GET /metrics, `xmodal stats`)."""
+    sources = engine.settings.sources
+    if not sources:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "Indexing over HTTP is off: list the folders it may index in XMODAL_SOURCES."
+        )
+    outside = [path for path in request.paths if not any(Path(path).resolve().is_relative_to(s) for s in sources)]
+    if outside:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"Not under a folder of XMODAL_SOURCES ({', '.join(map(str, sources))}): {', '.join(outside)}",
+        )
     missing = [path for path in request.paths if not Path(path).exists()]
     if missing:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"No such file or folder: {', '.join(missing)}")

@@ -6,7 +6,7 @@ metadata (``url`` points at our own content endpoint, ``caption``, ``path``), th
 only id and similarity, for ``/metadata`` to fill in as the front end scrolls. Unlike clip-retrieval (its issue
 #278), an unknown index is a 404 with a message. The safety, violence, aesthetic and multilingual options are
 accepted and have no effect: xmodal has no such models. ``image_url`` is fetched by the server only from hosts in
-``XMODAL_IMAGE_URL_ALLOW``.
+``XMODAL_IMAGE_URL_ALLOW``, and only from public addresses (see :mod:`xmodal.api.fetch`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import base64
 import binascii
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from xmodal.api.deps import EngineDep
+from xmodal.api.fetch import fetch_image
 from xmodal.api.schemas import ErrorBody, KnnRequest, MetadataRequest
 from xmodal.api.uploads import read_body
 from xmodal.config import Settings
@@ -63,7 +62,8 @@ async def knn_service(request: Request, engine: EngineDep) -> list[dict[str, Any
     space = _space(engine, body.indice_name)
     image = await _image(body, engine.settings)
     base = str(request.base_url).rstrip("/")
-    return await run_in_threadpool(_knn, engine, body, space, image, base)
+    async with request.app.state.search_slots:
+        return await run_in_threadpool(_knn, engine, body, space, image, base)
 
 
 @router.post("/metadata", openapi_extra={"requestBody": _METADATA_BODY}, response_model=list[dict[str, Any]])
@@ -109,26 +109,7 @@ async def _image(body: KnnRequest, settings: Settings) -> bytes | None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'image' is not valid base64.") from exc
     if body.image_url is None:
         return None
-    host = urlsplit(body.image_url).hostname or ""
-    if urlsplit(body.image_url).scheme not in {"http", "https"} or host not in settings.image_url_allow:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"This server does not fetch images from '{host or body.image_url}': allowed hosts are set with "
-            "XMODAL_IMAGE_URL_ALLOW (empty: fetching is off). Send the image itself as base64 in 'image'.",
-        )
-    limit = settings.max_upload_bytes
-    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
-        try:
-            async with client.stream("GET", body.image_url) as response:
-                response.raise_for_status()
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data.extend(chunk)
-                    if len(data) > limit:
-                        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"The image is over {limit} bytes.")
-        except httpx.HTTPError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"Could not fetch the image: {exc}") from exc
-    return bytes(data)
+    return await fetch_image(body.image_url, settings)
 
 
 def _knn(engine: Engine, body: KnnRequest, space: str, image: bytes | None, base: str) -> list[dict[str, Any]]:
@@ -156,14 +137,22 @@ def _knn(engine: Engine, body: KnnRequest, space: str, image: bytes | None, base
     return [_result(result, space, base, with_metadata=rank < shown) for rank, result in enumerate(results)]
 
 
+# Our own fields in a result; an item's metadata keys of the same name go under "metadata" instead.
+_OWN_FIELDS = frozenset({"id", "similarity", "url", "caption", "path", "metadata"})
+
+
 def _result(result: SearchResult, space: str, base: str, *, with_metadata: bool) -> dict[str, Any]:
     output: dict[str, Any] = {}
     if with_metadata:
         output.update(
-            url=f"{base}/items/{result.item_id}/content",
-            caption=result.caption or result.text_excerpt or "",
-            path=result.path,
-            **{k: v for k, v in result.metadata.items() if k not in {"id", "similarity"}},
+            _with_metadata(
+                {
+                    "url": f"{base}/items/{result.item_id}/content",
+                    "caption": result.caption or result.text_excerpt or "",
+                    "path": result.path,
+                },
+                result.metadata,
+            )
         )
     output["id"] = result.item_id
     output["similarity"] = float(result.space_scores.get(space, result.score))
@@ -171,9 +160,20 @@ def _result(result: SearchResult, space: str, base: str, *, with_metadata: bool)
 
 
 def _item_metadata(item: Item, base: str) -> dict[str, Any]:
-    return {
+    own = {
         "url": f"{base}/items/{item.id}/content",
         "caption": item.caption or item.text_excerpt or "",
         "path": item.path,
-        **{k: v for k, v in (item.user_metadata or {}).items() if k not in {"id", "similarity"}},
     }
+    return _with_metadata(own, item.user_metadata or {})
+
+
+def _with_metadata(own: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """``own`` with the item's metadata beside it (as clip-retrieval shows its columns), except the keys that
+    would collide with our fields: those keep their values under ``metadata``."""
+    output = {key: value for key, value in metadata.items() if key not in _OWN_FIELDS}
+    colliding = {key: value for key, value in metadata.items() if key in _OWN_FIELDS}
+    if colliding:
+        output["metadata"] = colliding
+    output.update(own)
+    return output

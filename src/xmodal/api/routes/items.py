@@ -1,22 +1,23 @@
-"""Items: their catalog row, their file and a thumbnail. Only indexed files are ever served."""
+"""Items: their catalog row, their file and a thumbnail. Only indexed files are ever served, and file and
+thumbnail work waits for a slot of the search concurrency limit."""
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
+from xmodal.api import thumbnails
 from xmodal.api.deps import EngineDep
+from xmodal.api.files import open_served
 from xmodal.api.schemas import ErrorBody, ItemBody
+from xmodal.engine import Engine
 from xmodal.errors import DecodeError
-from xmodal.indexer.decode import ImageLimits, decode_image
-from xmodal.store.models import Item, ItemStatus
+from xmodal.store.models import Item
 
 router = APIRouter(prefix="/items", tags=["items"], responses={404: {"model": ErrorBody}})
 
@@ -29,21 +30,32 @@ def get_item(item_id: ItemId, engine: EngineDep) -> ItemBody:
     return ItemBody.model_validate(engine.item(item_id))
 
 
-@router.get("/{item_id}/content", response_class=FileResponse)
-def get_content(item_id: ItemId, engine: EngineDep) -> FileResponse:
-    """The item's file, as indexed."""
-    item = engine.item(item_id)
-    path = _served_path(item)
-    return FileResponse(path, media_type=item.media_type or "application/octet-stream", filename=path.name)
+@router.api_route("/{item_id}/content", methods=["GET", "HEAD"], response_class=FileResponse)
+async def get_content(item_id: ItemId, request: Request, engine: EngineDep) -> FileResponse:
+    """The item's file, as indexed, shown in the browser (``inline``); HEAD answers its headers only."""
+    async with request.app.state.search_slots:
+        item = await run_in_threadpool(engine.item, item_id)
+        opened = await run_in_threadpool(open_served, item)
+    return FileResponse(
+        opened.path,
+        media_type=item.media_type or "application/octet-stream",
+        filename=item.path.rsplit("/", 1)[-1],
+        content_disposition_type="inline",
+        background=BackgroundTask(opened.close),
+    )
 
 
-@router.get("/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, 415: {"model": ErrorBody}})
-def get_thumbnail(
+@router.get(
+    "/{item_id}/thumbnail",
+    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}, 415: {"model": ErrorBody}},
+)
+async def get_thumbnail(
     item_id: ItemId,
+    request: Request,
     engine: EngineDep,
-    size: Annotated[int | None, Query(ge=16, description="Longest side in pixels.")] = None,
+    size: Annotated[int | None, Query(ge=16, description="Longest side (rounded up to a power of 2).")] = None,
 ) -> Response:
-    """A JPEG thumbnail of an image item."""
+    """A JPEG thumbnail of an image item, cached on disk; ``If-None-Match`` with its ``ETag`` answers 304."""
     settings = engine.settings
     side = size or settings.thumbnail_size
     if side > settings.max_thumbnail_size:
@@ -51,28 +63,37 @@ def get_thumbnail(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"size must be at most {settings.max_thumbnail_size} (XMODAL_MAX_THUMBNAIL_SIZE).",
         )
-    item = engine.item(item_id)
+    side = thumbnails.bucket(side, settings.max_thumbnail_size)
+    item = await run_in_threadpool(engine.item, item_id)
     if item.modality != "image":
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Item {item_id} is not an image.")
-    path = _served_path(item)
+    version = item.content_hash or f"{item.size}-{item.mtime_ns}"
+    headers = {"ETag": f'"{version}-{side}"', "Cache-Control": "private, max-age=3600"}
+    if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    async with request.app.state.search_slots:
+        jpeg = await run_in_threadpool(_thumbnail, engine, item, side, version)
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+
+def _thumbnail(engine: Engine, item: Item, side: int, version: str) -> bytes:
+    path = thumbnails.cached(engine.settings.home / "thumbnails", item.id, side, version)
+    opened = open_served(item)  # checked on every request: the file may have gone, or left its folder
     try:
-        image = decode_image(path.read_bytes(), ImageLimits(settings.max_image_pixels)).image
-    except (OSError, DecodeError) as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item_id}'s file can no longer be read.") from exc
-    image.thumbnail((side, side))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    etag = f'"{item.content_hash}-{side}"'
-    return Response(buffer.getvalue(), media_type="image/jpeg", headers={"ETag": etag, "Cache-Control": "max-age=3600"})
+        if path.is_file():
+            return path.read_bytes()
+        try:
+            data = opened.read(engine.settings.max_file_bytes)
+            jpeg = thumbnails.render(data, side, engine.settings.max_image_pixels)
+        except (OSError, DecodeError) as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id}'s file can no longer be read.") from exc
+    finally:
+        opened.close()
+    thumbnails.store(path, jpeg)
+    return jpeg
 
 
-def _served_path(item: Item) -> Path:
-    if item.status != ItemStatus.OK:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id} was not indexed ({item.error}).")
-    path = Path(item.path)
-    if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id}'s file is no longer on disk.")
-    source = Path(url2pathname(urlsplit(item.source).path)).resolve()
-    if not path.resolve().is_relative_to(source):  # a symbolic link leading out of the indexed folder
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"Item {item.id}'s file lies outside its source folder.")
-    return path
+def _matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or ``*``)."""
+    tags = {tag.strip().removeprefix("W/") for tag in (header or "").split(",")}
+    return etag in tags or "*" in tags
