@@ -177,7 +177,7 @@ class OpenClipEncoder(Encoder):
             return None
         wanted = self.options.jpeg_decode
         if wanted is JpegDecode.DEVICE or (wanted is JpegDecode.AUTO and self._device.type == "cuda"):
-            return EncodedJpeg(data)
+            return EncodedJpeg.from_bytes(data)
         return None
 
     def _encode_prepared_images(self, prepared: list[torch.Tensor | EncodedJpeg]) -> np.ndarray:
