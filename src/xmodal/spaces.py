@@ -10,6 +10,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,11 @@ class VectorSpace:
                 )
                 self._checked = True
             elif not self._checked:
-                index.check_compatible(self.encoder.spec, self.encoder.fingerprint)
+                fingerprint, stored = self.encoder.fingerprint, index.header.fingerprint
+                if stored != fingerprint and self.encoder.accepts_fingerprint(stored):
+                    # made before fingerprints hashed bytes, by these same weights: the next save stores the new one
+                    index.header = replace(index.header, fingerprint=fingerprint)
+                index.check_compatible(self.encoder.spec, fingerprint)
                 self._checked = True
             return index
 

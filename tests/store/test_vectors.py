@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import faiss
 import numpy as np
@@ -197,11 +198,12 @@ def test_with_faiss_gpu_unfiltered_searches_go_to_a_gpu_copy(tmp_path: Path, mon
     # No GPU here: faiss's "copy to all GPUs" is replaced by a CPU clone that counts its uses.
     copies: list[faiss.Index] = []
 
-    def to_gpus(index: faiss.Index) -> faiss.Index:
+    def to_gpus(index: faiss.Index, co: object = None) -> faiss.Index:
         copies.append(faiss.clone_index(index))
         return copies[-1]
 
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", SimpleNamespace, raising=False)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus)
     index = VectorIndex.create(tmp_path / "s", SpaceHeader("s", "enc", "abc", 8))
     vectors = _vectors(200)
