@@ -196,9 +196,7 @@ class Engine:
         )
         with index_lock(self.settings.home, self.catalog):
             try:
-                return indexer.run(
-                    [Path(p) for p in paths], prune=prune, force_prune=force_prune, max_items=max_items
-                )
+                return indexer.run([Path(p) for p in paths], prune=prune, force_prune=force_prune, max_items=max_items)
             finally:
                 self.spaces.release_writers()  # the lock goes: the next writer starts from what is on disk
 

@@ -96,6 +96,7 @@ class VectorSpace:
         self._loading = False
         self._writer: SpaceWriter | None = None
         self._checked = False
+        self._adopt_fingerprint: str | None = None
         self._lock = threading.Lock()
 
     def embeds(self, modality: Modality) -> bool:
@@ -193,7 +194,12 @@ class VectorSpace:
         if self._checked:
             return
         if snapshot is not None:
-            snapshot.check_compatible(self.encoder.spec, self.encoder.fingerprint)
+            fingerprint, stored = self.encoder.fingerprint, snapshot.manifest.fingerprint
+            if stored != fingerprint and self.encoder.accepts_fingerprint(stored):
+                # made before fingerprints hashed bytes, by these same weights: the writer publishes the new one
+                self._adopt_fingerprint = fingerprint
+            else:
+                snapshot.check_compatible(self.encoder.spec, fingerprint)
         else:
             self.encoder.fingerprint  # noqa: B018 (loads the model: a missing one fails here, not mid-run)
         self._checked = True
@@ -230,6 +236,8 @@ class VectorSpace:
                 policy=self.policy,
                 merges=self.merges,
             )
+            if self._adopt_fingerprint is not None:
+                self._writer.adopt_fingerprint(self._adopt_fingerprint)
         return self._writer
 
     def save(self, *, final: bool = False) -> bool:

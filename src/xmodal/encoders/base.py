@@ -98,10 +98,25 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def fingerprint_module(description: str, module: torch.nn.Module) -> str:
-    """A short hash of a model's config and weights, cheap enough to compute at every load.
+    """A short hash of a model's config and the exact bytes of its weights.
 
-    Each parameter contributes its name, shape, sum and first values, so two checkpoints of one architecture
-    get different fingerprints while the same weights always get the same one.
+    Bytes, not arithmetic on them: a float sum depends on the order and width of the additions (AVX2, AVX-512,
+    CUDA), so an indexer and a server could disagree about the same weights. Every parameter and buffer
+    contributes its name, dtype, shape and raw bytes, wherever the module lives.
+    """
+    digest = hashlib.sha256(b"xmodal-fingerprint-2\0" + description.encode())
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            data = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"\0{name}\0{data.dtype}\0{tuple(tensor.shape)}\0".encode())
+            digest.update(data.view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def legacy_fingerprint_module(description: str, module: torch.nn.Module) -> str:
+    """The fingerprint xmodal stored before it hashed bytes (a float sum and the first values of each tensor).
+
+    Only for recognising the spaces built then: see :meth:`Encoder.accepts_fingerprint`.
     """
     import torch  # here, not at the top: a search that loads no model should not pay torch's import
 
@@ -148,6 +163,8 @@ class Encoder(ABC):
         self.cache_dir = options.cache_dir
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
+        self._fingerprinted: tuple[str, torch.nn.Module] | None = None
+        self._legacy_fingerprint: str | None = None
         self._retry_after_s = options.retry_after_s
         self._failure: tuple[float, WeightsUnavailableError] | None = None
 
@@ -187,6 +204,22 @@ class Encoder(ABC):
         self.load()
         assert self._fingerprint is not None
         return self._fingerprint
+
+    def accepts_fingerprint(self, stored: str) -> bool:
+        """Whether vectors stored under ``stored`` came from this model: its fingerprint, or the one xmodal
+        computed for the same weights before fingerprints hashed bytes (spaces built then stay usable)."""
+        if stored == self.fingerprint:
+            return True
+        if self._fingerprinted is None:
+            return False
+        if self._legacy_fingerprint is None:
+            self._legacy_fingerprint = legacy_fingerprint_module(*self._fingerprinted)
+        return stored == self._legacy_fingerprint
+
+    def _fingerprint_model(self, description: str, module: torch.nn.Module) -> str:
+        """The fingerprint for :meth:`_load` to return; remembers the module for :meth:`accepts_fingerprint`."""
+        self._fingerprinted = (description, module)
+        return fingerprint_module(description, module)
 
     @property
     @abstractmethod

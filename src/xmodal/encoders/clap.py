@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from xmodal.encoders.audio import resample, windows
-from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
+from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -70,7 +70,7 @@ class ClapEncoder(Encoder):
                 self.spec, str(self.cache_dir), str(exc).splitlines()[0], local_options=LOCAL_OPTIONS
             ) from exc
         self._model, self._features, self._tokenizer = model, processor.feature_extractor, processor.tokenizer
-        return fingerprint_module(f"clap:{model.config.projection_dim}", model)
+        return self._fingerprint_model(f"clap:{model.config.projection_dim}", model)
 
     def weights_reachable(self) -> bool:
         if self.loaded or self._local or self._is_cached():

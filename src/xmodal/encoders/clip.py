@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from xmodal.config import JpegDecode
-from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
+from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.encoders.jpeg import ClipPreprocess, EncodedJpeg, decode_batch
@@ -135,7 +135,7 @@ class OpenClipEncoder(Encoder):
         self._tokenizer = open_clip.get_tokenizer(self.source.model, cache_dir=str(self.cache_dir))
         with inference_context(self._device):
             self._dim = int(model.encode_text(self._tokenizer([""]).to(self._device)).shape[-1])
-        return fingerprint_module(f"open_clip:{type(model).__name__}:{self._dim}", model)
+        return self._fingerprint_model(f"open_clip:{type(model).__name__}:{self._dim}", model)
 
     def weights_reachable(self) -> bool:
         if self.loaded or self.source.is_cached(self.cache_dir):
@@ -177,7 +177,7 @@ class OpenClipEncoder(Encoder):
             return None
         wanted = self.options.jpeg_decode
         if wanted is JpegDecode.DEVICE or (wanted is JpegDecode.AUTO and self._device.type == "cuda"):
-            return EncodedJpeg(data)
+            return EncodedJpeg.from_bytes(data)
         return None
 
     def _encode_prepared_images(self, prepared: list[torch.Tensor | EncodedJpeg]) -> np.ndarray:

@@ -123,7 +123,9 @@ class Transcriber:
                     self.location,
                     device="cuda" if on_gpu else "cpu",
                     compute_type="float16" if on_gpu else "int8",
-                    num_workers=self._workers,
+                    # each CTranslate2 worker holds its own model replica: one per decode thread on the CPU,
+                    # a single one on the GPU, where the decode threads queue for it instead of filling its memory
+                    num_workers=1 if on_gpu else self._workers,
                     download_root=str(self.cache_dir),
                 )
             except (OSError, RuntimeError, ValueError) as exc:

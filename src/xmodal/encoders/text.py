@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmodal.encoders.base import Encoder, EncoderOptions, fingerprint_module
+from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -83,7 +83,7 @@ class SentenceEncoder(Encoder):
             ) from exc
         model.eval()
         self._model = model
-        return fingerprint_module(f"sentence:{model.get_embedding_dimension()}", model)
+        return self._fingerprint_model(f"sentence:{model.get_embedding_dimension()}", model)
 
     def weights_reachable(self) -> bool:
         location = resolve_sentence_model(self.target)

@@ -21,7 +21,7 @@ import numpy as np
 
 from xmodal.config import Settings
 from xmodal.encoders import build_encoder
-from xmodal.encoders.batching import BatchSizer
+from xmodal.encoders.batching import BatchSizers
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import ConfigError
 from xmodal.indexer.embed import FileVectors, embed_batch
@@ -51,12 +51,12 @@ class ShardEncoder:
             transcriber=transcriber,
         )
         self.limits = limits
-        self.sizer = BatchSizer.for_settings(settings)
+        self.sizers = BatchSizers.for_settings(settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sources: list[SourceFile] = [pickle.loads(blob) for blob in batch["source"]]
         decoded = [read_file(source, self.limits, self.preparers) for source in sources]
-        vectors = embed_batch([d for d in decoded if d.record is not None], self.spaces, sizer=self.sizer)
+        vectors = embed_batch([d for d in decoded if d.record is not None], self.spaces, sizers=self.sizers)
         by_file = iter(vectors)
         shard: Shard = [
             (dataclasses.replace(d, prepared_images={}, prepared_audio={}), next(by_file) if d.record else {})

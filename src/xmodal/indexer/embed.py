@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from xmodal import ocr_text
-from xmodal.encoders.batching import BatchSizer
+from xmodal.encoders.batching import BatchSizer, BatchSizers
 from xmodal.indexer.reader import DecodedFile
 from xmodal.modality import Modality
 from xmodal.spaces import VectorSpace
@@ -33,19 +33,20 @@ class FileVectors:
 
 
 def embed_batch(
-    files: Sequence[DecodedFile], spaces: Sequence[VectorSpace], *, sizer: BatchSizer
+    files: Sequence[DecodedFile], spaces: Sequence[VectorSpace], *, sizers: BatchSizers
 ) -> list[dict[str, FileVectors]]:
     """For each file (in order): space name -> its vectors. Files a space cannot embed are absent there; a copy of
-    an indexed file gets that file's vectors, and nothing is encoded for it."""
+    an indexed file gets that file's vectors, and nothing is encoded for it. Each space and input kind is batched
+    by its own sizer from ``sizers``."""
     results: list[dict[str, FileVectors]] = [{} for _ in files]
     for position, decoded in enumerate(files):
         if decoded.reuse_from is not None:
             results[position] = _copied(decoded.reuse_from, spaces)
     for space in spaces:
-        _embed_images(files, space, results, sizer)
-        _embed_audio(files, space, results, sizer)
-        _embed_texts(files, space, results, sizer)
-        _embed_ocr(files, space, results, sizer)
+        _embed_images(files, space, results, sizers.of((space.name, Modality.IMAGE)))
+        _embed_audio(files, space, results, sizers.of((space.name, Modality.AUDIO)))
+        _embed_texts(files, space, results, sizers.of((space.name, Modality.TEXT)))
+        _embed_ocr(files, space, results, sizers.of((space.name, Modality.TEXT)))
     return results
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from xmodal.config import Settings
-from xmodal.encoders.batching import BatchSizer
+from xmodal.encoders.batching import BatchSizers
 from xmodal.encoders.ocr import MISSING as OCR_MISSING
 from xmodal.encoders.ocr import TextReader, ocr_supported
 from xmodal.encoders.speech import Transcriber
@@ -391,9 +391,9 @@ class Indexer:
             begin = time.perf_counter()
             return read_file(source, self.limits, preparers), time.perf_counter() - begin
 
-        sizer = BatchSizer.for_settings(settings)
+        sizers = BatchSizers.for_settings(settings)
         if self.ray_address is not None:
-            self._commit_shards(todo, active, transcriber, same_content, known_paths, sizer, report, timings)
+            self._commit_shards(todo, active, transcriber, same_content, known_paths, sizers, report, timings)
             report.timings.update(timings)
             return
         batch: list[DecodedFile] = []
@@ -406,15 +406,15 @@ class Indexer:
                     batch.append(decoded)
                 else:
                     self.progress.advance(1)
-                if len(batch) >= sizer.size:
-                    since_save += self._flush(batch, active, sizer, report, timings)
+                if len(batch) >= sizers.size:
+                    since_save += self._flush(batch, active, sizers, report, timings)
                     batch = []
                 if since_save >= settings.checkpoint_every:
                     self.spaces.save()
                     since_save = 0
-            self._flush(batch, active, sizer, report, timings)
+            self._flush(batch, active, sizers, report, timings)
         report.timings.update(timings)
-        report.batch_size = sizer.size
+        report.batch_size = sizers.size
 
     def _commit_shards(
         self,
@@ -423,7 +423,7 @@ class Indexer:
         transcriber: Transcriber | None,
         same_content: Callable[[str], Item | None],
         known_paths: set[str],
-        sizer: BatchSizer,
+        sizers: BatchSizers,
         report: IndexReport,
         timings: Counter[str],
     ) -> None:
@@ -447,7 +447,7 @@ class Indexer:
                 )
                 if original is not None:  # the rule a local run applies: keep the indexed vectors
                     decoded = dataclasses.replace(decoded, reuse_from=original.id)
-                    file_vectors = embed_batch([decoded], active, sizer=sizer)[0]
+                    file_vectors = embed_batch([decoded], active, sizers=sizers)[0]
                 self._count(decoded, known_paths, report)
                 if decoded.record is None:
                     self.progress.advance(1)
@@ -469,14 +469,14 @@ class Indexer:
         self,
         batch: list[DecodedFile],
         active: list[VectorSpace],
-        sizer: BatchSizer,
+        sizers: BatchSizers,
         report: IndexReport,
         timings: Counter[str],
     ) -> int:
         if not batch:
             return 0
         begin = time.perf_counter()
-        vectors = embed_batch(batch, active, sizer=sizer)
+        vectors = embed_batch(batch, active, sizers=sizers)
         middle = time.perf_counter()
         report.vectors_added += write_batch(self.catalog, self.spaces, batch, vectors)
         timings["encode_s"] += middle - begin

@@ -123,9 +123,17 @@ def empty_index(
         rotation.niter = _OPQ_ITERATIONS  # faiss's 50 take many minutes on a CPU; the rotation settles sooner
         rotation.max_train_points = _OPQ_TRAIN_POINTS
     ivf = faiss.extract_index_ivf(inner)
-    if faiss.get_num_gpus() > 0:  # k-means on the GPU; the trained index stays on the CPU
-        ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(ivf.d))
-    inner.train(np.ascontiguousarray(training, dtype=np.float32))
+    if hasattr(ivf, "do_polysemous_training"):
+        ivf.do_polysemous_training = False  # minutes of training for codes no search here uses
+    # k-means on the GPU; the trained index stays on the CPU. The IVF only borrows a raw pointer to the GPU index,
+    # so this function holds it (and its StandardGpuResources) for the training and releases both afterwards.
+    gpu_clustering = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(ivf.d)) if faiss.get_num_gpus() > 0 else None
+    ivf.clustering_index = gpu_clustering
+    try:
+        inner.train(np.ascontiguousarray(training, dtype=np.float32))
+    finally:
+        ivf.clustering_index = None
+        del gpu_clustering
     if not id_map:
         return inner
     ivf.make_direct_map()  # lets the id map reconstruct (approximate) vectors by id
@@ -245,12 +253,17 @@ def index_bytes(index: faiss.Index) -> int:
     return int(faiss.serialize_index(index).nbytes)
 
 
+GPU_MAX_K = 2048  # faiss-gpu's largest k and nprobe (GPU_MAX_SELECTION_K); above it the CPU answers
+
+
 class GpuReplica:
     """A copy of a flat or IVF index on every GPU (faiss-gpu), for searches that need no id selector.
 
     faiss-gpu cannot filter by id and has no HNSW, so filtered searches, tombstoned indexes and graphs stay on the
-    CPU. The copy is made on first use and again after the index changes; if faiss cannot make one, the index is
-    searched on the CPU from then on, with one warning.
+    CPU, and so do searches for more than ``GPU_MAX_K`` neighbours or with more probes than that (faiss-gpu
+    refuses them). The copy is made on first use and again after the index changes; IVF-PQ copies compute their
+    look-up tables in float16 (PQ64's float32 tables exceed a GPU block's shared memory, and faiss then refuses
+    the copy). If faiss cannot make a copy, the index is searched on the CPU from then on, with one warning.
     """
 
     def __init__(self) -> None:
@@ -264,15 +277,27 @@ class GpuReplica:
         """(scores, ids) from the GPUs, or ``None`` when the CPU must answer."""
         if self._unusable or kind_of(index) is IndexKind.HNSW or faiss.get_num_gpus() == 0:
             return None
+        if k > GPU_MAX_K or (tuning.nprobe or 0) > GPU_MAX_K:
+            return None
         if self._copy is None or self._made_for != version:
+            self._copy = None  # free the stale copy's GPU memory before making the new one
             try:
-                copy = faiss.index_cpu_to_all_gpus(index)
-                if tuning.nprobe:
-                    space = getattr(faiss, "GpuParameterSpace", faiss.ParameterSpace)()
-                    space.set_index_parameter(copy, "nprobe", tuning.nprobe)
+                self._copy, self._made_for = self._make_copy(index, tuning), version
             except (RuntimeError, AttributeError) as exc:
                 log.warning("searching on the CPU: faiss could not copy the index to the GPU (%s)", exc)
                 self._unusable = True
                 return None
-            self._copy, self._made_for = copy, version
-        return self._copy.search(queries, k)
+        try:
+            return self._copy.search(queries, k)
+        except RuntimeError as exc:  # e.g. out of GPU memory for a large batch of queries: the CPU answers it
+            log.warning("searching on the CPU: the GPU search failed (%s)", exc)
+            return None
+
+    @staticmethod
+    def _make_copy(index: faiss.Index, tuning: SearchTuning) -> faiss.Index:
+        options = faiss.GpuMultipleClonerOptions()
+        options.useFloat16 = kind_of(index) is IndexKind.IVFPQ  # flat copies keep exact float32 vectors
+        copy = faiss.index_cpu_to_all_gpus(index, co=options)
+        if tuning.nprobe:
+            faiss.GpuParameterSpace().set_index_parameter(copy, "nprobe", tuning.nprobe)
+        return copy

@@ -82,6 +82,7 @@ class SpaceWriter:
         self._pending_vectors: list[np.ndarray] = []
         self._pending_deletes: list[np.ndarray] = []
         self._counter = 0
+        self._identity_changed = False
 
     @classmethod
     def open(
@@ -109,12 +110,18 @@ class SpaceWriter:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._pending_ids or self._pending_deletes) or not self._published
+        return bool(self._pending_ids or self._pending_deletes) or not self._published or self._identity_changed
 
     @property
     def high_water(self) -> int:
         """The highest embedding id this space has published."""
         return self._manifest.high_water
+
+    def adopt_fingerprint(self, fingerprint: str) -> None:
+        """Record another fingerprint of the same model (a newer way of computing it) at the next publication."""
+        if fingerprint != self._manifest.fingerprint:
+            self._manifest = replace(self._manifest, fingerprint=fingerprint)
+            self._identity_changed = True
 
     def needs_merge(self, *, final: bool) -> bool:
         """Whether the merge policy would merge the published segments now."""
@@ -198,7 +205,7 @@ class SpaceWriter:
             score_std=std,
         )
         self._manifest = publish(self.directory, manifest)
-        self._published = True
+        self._published, self._identity_changed = True, False
         self._tombstones = tombstones
         self._pending_ids, self._pending_vectors, self._pending_deletes = [], [], []
         self._segments = {k: v for k, v in self._segments.items() if k in {s.name for s in segments}}
