@@ -53,3 +53,34 @@ def test_reconcile_forgets_rows_an_interrupted_run_never_published(tmp_path: Pat
     assert engine.catalog.vector_ids("text") == kept["text"]
     assert space.stored_index().ids().tolist() == kept["text"]
     assert lost["text"][0] > kept["text"][0]
+
+
+def test_a_second_home_on_one_catalog_is_refused(tmp_path: Path) -> None:
+    from xmodal.engine import Engine
+    from xmodal.errors import CatalogInUseError
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with Engine.open(tmp_path / "first", database_url=url):
+        pass
+    with Engine.open(tmp_path / "first", database_url=url):  # the same home again: fine
+        pass
+    try:
+        Engine.open(tmp_path / "second", database_url=url)
+    except CatalogInUseError as exc:
+        assert "belongs to another xmodal home" in str(exc) and str(tmp_path / "first") in str(exc)
+    else:
+        raise AssertionError("a second home was allowed to share the catalog")
+
+
+def test_deleted_and_replaced_vectors_are_queued_for_the_writer(tmp_path: Path) -> None:
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
+    first, _ = catalog.write_items([WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]})])
+    second, _ = catalog.write_items([WriteRequest(_record("/r/a", size=2), {"text": [NewEmbedding()]})])
+    catalog.delete_items([catalog.file_states()["/r/a"].item_id])
+    queued, mark = catalog.queued_deletions("text")
+    assert sorted(queued.tolist()) == sorted(first["text"] + second["text"]) and mark is not None
+    assert second["text"][0] > first["text"][0]  # ids are never reused
+    catalog.clear_deletions("text", mark)
+    assert not catalog.has_queued_deletions("text")
+    catalog.close()

@@ -87,7 +87,8 @@ def test_filters_are_exact_on_postgres(
     engine = create_engine(postgres_url)
     with engine.begin() as connection:
         if inspect(connection).has_table("items"):
-            connection.execute(text("TRUNCATE items, spaces, embeddings, index_runs RESTART IDENTITY CASCADE"))
+            tables = "items, spaces, embeddings, index_runs, deleted_vectors, catalog_meta"
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
     random.seed(seed)
     check_filters(items, wanted, k, selective_below, seed, database_url=postgres_url)

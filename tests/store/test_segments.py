@@ -167,7 +167,13 @@ def test_ivf_pq_merged_three_times_keeps_exact_vectors_and_its_recall(tmp_path: 
     assert manifest.segments[0].count == 3200  # one segment after three merges
     ids, stored = _snapshot(tmp_path / "s").vectors()
     np.testing.assert_array_equal(stored[np.argsort(ids)], vectors)  # raw vectors: bit-identical to the input
-    assert recalls[-1] >= recalls[1] - 0.03  # rebuilt from exact vectors: no drift down
+    # rebuilt from exact vectors, the merged index is the one a single build of the originals makes: no drift
+    direct = _writer(tmp_path / "direct", dim=16, policy=policy, merges=merges)
+    direct.add(np.arange(3200), vectors)
+    direct.publish()
+    fresh = _snapshot(tmp_path / "direct")
+    assert recalls[-1] == pytest.approx(_recall_at_10(fresh, vectors, np.arange(3200), queries), abs=1e-9)
+    assert recalls[-1] >= policy.target_recall - 0.05
 
 
 def test_float16_is_the_default_storage_and_halves_the_bytes(tmp_path: Path) -> None:
@@ -227,7 +233,7 @@ def test_the_tiered_policy_merges_a_full_tier_and_defers_big_merges() -> None:
     big = [SegmentSize(f"b{i}", 30, 30) for i in range(3)]
     assert policy.next_merge(big, final=False) is None  # 90 vectors > max_sync: waits for the end of the run
     assert policy.next_merge(big, final=True) == ["b0", "b1", "b2"]
-    assert policy.next_merge([SegmentSize("c", 100, 50)], final=False) is None  # too big to rewrite now
+    assert policy.next_merge([SegmentSize("c", 100, 60)], final=False) is None  # too big to rewrite now
     assert policy.next_merge([SegmentSize("c", 40, 20)], final=False) == ["c"]  # half deleted: rewritten
     with pytest.raises(ValueError, match="at least 2"):
         MergePolicy(factor=1)

@@ -104,6 +104,8 @@ def fingerprint_module(description: str, module: torch.nn.Module) -> str:
     CUDA), so an indexer and a server could disagree about the same weights. Every parameter and buffer
     contributes its name, dtype, shape and raw bytes, wherever the module lives.
     """
+    import torch
+
     digest = hashlib.sha256(b"xmodal-fingerprint-2\0" + description.encode())
     with torch.no_grad():
         for name, tensor in module.state_dict().items():

@@ -54,7 +54,8 @@ def read_legacy(directory: Path) -> LegacySpace | None:
     ids = np.zeros(0, dtype=np.int64)
     vectors = np.zeros((0, dim), dtype=np.float32)
     if (version / _INDEX).is_file():
-        index = faiss.downcast_index(faiss.read_index(str(version / _INDEX)))
+        stored = faiss.read_index(str(version / _INDEX))  # owns the index: keep it while its views are used
+        index = faiss.downcast_index(stored)
         ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         inner = faiss.downcast_index(index.index)
         if isinstance(inner, faiss.IndexHNSW):
