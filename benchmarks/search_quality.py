@@ -85,14 +85,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="keep the staged corpus and home here (re-runs skip indexing)"
+    )
     args = parser.parse_args()
     if not args.stamps.is_dir():
         sys.exit(f"{args.stamps} not found: apt-get install tuxpaint-stamps-default")
     manifest = build_manifest(args.stamps)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        with Engine.open(settings=Settings(home=Path(scratch) / "home")) as engine:
-            report = evaluate(engine, manifest, Path(scratch) / "staged")
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.work or Path(temporary)
+        with Engine.open(settings=Settings(home=scratch / "home")) as engine:
+            report = evaluate(engine, manifest, scratch / "staged")
     seconds = time.perf_counter() - started
 
     table: dict[str, dict[str, dict[str, float]]] = {}
