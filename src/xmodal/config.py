@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     speech_no_speech_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Whisper segments more likely than this to be silence are dropped."
     )
+    speech_max_compression_ratio: float = Field(
+        default=2.4, gt=0, description="Transcripts (or segments) that compress more than this are dropped as loops."
+    )
+    speech_min_avg_logprob: float = Field(
+        default=-1.0, le=0, description="Segments decoded with a lower average log-probability are dropped."
+    )
     audio_window_s: float = Field(default=10.0, gt=0, description="Audio is embedded in windows of this length.")
     audio_hop_s: float = Field(default=5.0, gt=0, description="Start-to-start distance of audio windows.")
     max_audio_seconds: float = Field(default=1800.0, gt=0, description="Longer audio files are recorded as failed.")
