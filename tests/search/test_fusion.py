@@ -193,8 +193,10 @@ def test_calibrated_fusion_combines_each_source_once() -> None:
         8: Evidence(8, raw={b: 0.7}, calibrated={b: 2.5}),
     }
     fused = Fuser().fuse(evidence)
-    assert fused[7][0] == pytest.approx(1.0 + 2.0 - 2.0)
+    assert fused[7][0] == pytest.approx(5.0**0.5 - 2.0)  # the spaces of one part combine as a norm: |(1, 2)|
     assert fused[8][0] == pytest.approx(2.5)
+    strong = {1: Evidence(1, calibrated={a: 6.0}), 2: Evidence(2, calibrated={a: 2.0, b: 2.0})}
+    assert Fuser().fuse(strong)[1][0] > Fuser().fuse(strong)[2][0]  # one strong source beats two weak ones
     unlike = {9: Evidence(9, raw={b: 0.7, negative: 0.1}, calibrated={b: 2.5, negative: -3.0})}
     assert Fuser().fuse(unlike)[9][0] == pytest.approx(2.5)  # not lifted for being unlike the negative part
 
