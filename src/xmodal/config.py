@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     speech_no_speech_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Whisper segments more likely than this to be silence are dropped."
     )
+    speech_max_compression_ratio: float = Field(
+        default=2.4, gt=0, description="Transcripts (or segments) that compress more than this are dropped as loops."
+    )
+    speech_min_avg_logprob: float = Field(
+        default=-1.0, le=0, description="Segments decoded with a lower average log-probability are dropped."
+    )
     audio_window_s: float = Field(default=10.0, gt=0, description="Audio is embedded in windows of this length.")
     audio_hop_s: float = Field(default=5.0, gt=0, description="Start-to-start distance of audio windows.")
     max_audio_seconds: float = Field(default=1800.0, gt=0, description="Longer audio files are recorded as failed.")
@@ -173,7 +179,15 @@ class Settings(BaseSettings):
     fusion: FusionMethod = Field(default=FusionMethod.CALIBRATED, description="calibrated or rrf.")
     rrf_k: PositiveInt = Field(default=60, description="Rank offset of reciprocal-rank fusion.")
     lexical_top_z: float = Field(
-        default=3.0, gt=0, description="Calibrated score of a query's best full-text match (others scale by BM25)."
+        default=3.0,
+        gt=0,
+        description="Calibrated score of a full-text match on every query word (a partial match: its share of it).",
+    )
+    lexical_language: str | None = Field(
+        default="english", description="Language whose stopwords text queries drop in the lexical space; empty: none."
+    )
+    lexical_phonetic_weight: float = Field(
+        default=0.5, ge=0, le=1, description="What a lexical match by sound alone counts, against one by the word."
     )
     fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
     filter_selective_below: float = Field(
@@ -248,7 +262,7 @@ class Settings(BaseSettings):
     def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in value)
 
-    @field_validator("speech_model", "speech_language", mode="after")
+    @field_validator("speech_model", "speech_language", "lexical_language", mode="after")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None

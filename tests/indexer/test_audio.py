@@ -116,3 +116,18 @@ def test_real_non_speech_sounds_get_no_transcript(engine: Engine, tmp_path: Path
     results = engine.search("anything", k=len(sounds), space="clap", modalities=["audio"])
     assert len(results) == len(sounds)
     assert [r.path for r in results if r.transcript] == []
+
+
+@pytest.mark.skipif(not TUXPAINT.is_dir(), reason="needs Debian's tuxpaint-stamps-default (.ci/run installs it)")
+def test_a_whisper_hallucination_on_a_non_english_clip_is_not_stored(engine: Engine, tmp_path: Path) -> None:
+    # English-only Whisper hears a Romanian reading as "Thank you for watching, see you in the next video, ..."
+    root = tmp_path / "readings"
+    root.mkdir()
+    for name in ("symbols/chess/w_4_knight_desc_ro.ogg", "symbols/chess/w_4_knight_desc_ru.ogg"):
+        os.symlink(TUXPAINT / name, root / Path(name).name)
+    os.symlink(TUXPAINT / "animals/mammals/cats/tiger_desc.ogg", root / "tiger_desc.ogg")  # English: kept
+    engine.index([root])
+    results = engine.search("see you in the next video", k=10, space="lexical")
+    assert [r.path for r in results] == []
+    by_name = {Path(r.path).name: r for r in engine.search("tiger", k=10, space="lexical")}
+    assert "tiger" in (by_name["tiger_desc.ogg"].transcript or "").lower()

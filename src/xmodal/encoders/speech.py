@@ -6,12 +6,20 @@ Only speech is transcribed: a voice-activity filter removes non-speech first, an
 thinks more likely silence than speech (``no_speech_prob`` over the threshold, 0.5 by default) are dropped, so a
 dog bark gets no made-up transcript. Whisper's own rule also asks for a low average log-probability; on the Tux
 Paint sound effects that let three animal calls through ("What happened?" for a chimpanzee), so it is not used.
+
+Speech the model cannot understand (an English-only model on a Romanian reading) comes out as fluent, repeated
+film-credit phrases ("Thank you for watching, see you in the next video, see you in the next video, ..."). Such
+decodes are dropped as Whisper itself would reject them: a segment whose text compresses more than
+``max_compression_ratio`` (gzip; 2.4, Whisper's threshold) or whose average log-probability is under
+``min_avg_logprob`` (-1.0, Whisper's), and a transcript that, joined, compresses more than that ratio (the same
+sentence over and over).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +80,8 @@ class Transcriber:
             language=settings.speech_language,
             no_speech_threshold=settings.speech_no_speech_threshold,
             beam_size=settings.speech_beam_size,
+            max_compression_ratio=settings.speech_max_compression_ratio,
+            min_avg_logprob=settings.speech_min_avg_logprob,
             device="cpu" if settings.device == "cpu" else "auto",
             workers=settings.decode_workers,
             hub_timeout_s=settings.hub_timeout_s,
@@ -88,6 +98,8 @@ class Transcriber:
         device: str = "auto",
         workers: int = 1,
         hub_timeout_s: float = 5.0,
+        max_compression_ratio: float = 2.4,
+        min_avg_logprob: float = -1.0,
     ) -> None:
         family, sep, target = spec.partition(":")
         if family != "faster-whisper" or not sep or not target:
@@ -98,6 +110,8 @@ class Transcriber:
         self.language = language
         self.no_speech_threshold = no_speech_threshold
         self.beam_size = beam_size
+        self.max_compression_ratio = max_compression_ratio
+        self.min_avg_logprob = min_avg_logprob
         self._device = device
         self._workers = workers
         self._hub_timeout_s = hub_timeout_s
@@ -150,13 +164,27 @@ class Transcriber:
         position = 0
         for segment in segments:
             text = segment.text.strip()
-            if not text or segment.no_speech_prob > self.no_speech_threshold:
+            if not text or segment.no_speech_prob > self.no_speech_threshold or not self._plausible(segment):
                 continue
             if pieces:
                 position += 1  # the joining space
             kept.append(Segment(float(segment.start), float(segment.end), position, position + len(text)))
             pieces.append(text)
             position += len(text)
-        if not pieces:
+        if not pieces or compression_ratio(" ".join(pieces)) > self.max_compression_ratio:
             return None
         return Transcript(" ".join(pieces), tuple(kept))
+
+    def _plausible(self, segment: Any) -> bool:
+        """Whether a decoded segment passes Whisper's own checks for a failed decode."""
+        return (
+            compression_ratio(segment.text.strip()) <= self.max_compression_ratio
+            and segment.compression_ratio <= self.max_compression_ratio
+            and segment.avg_logprob >= self.min_avg_logprob
+        )
+
+
+def compression_ratio(text: str) -> float:
+    """How much ``text`` shrinks under zlib (Whisper's measure of repetition: over 2.4 is a looping decode)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0

@@ -2,10 +2,12 @@
 
     {"type": "item", "id": "img-0001", "file": "images/cat.png"}
     {"type": "item", "id": "doc-0001", "text": "A black cat."}
+    {"type": "item", "id": "img-0002", "file": "images/dog.png", "caption": "A dog."}
     {"type": "query", "id": "q-0001", "text": "a cat", "relevant": ["img-0001"]}
     {"type": "query", "id": "q-0002", "file": "images/cat.png", "relevant": ["doc-0001"], "task": "image->caption"}
 
-Files are relative to the manifest's folder (or absolute). An item is a file or a text; a query is a text or a
+Files are relative to the manifest's folder (or absolute). An item is a file (with an optional caption, staged as
+its sidecar) or a text; a query is a text or a
 file (an image or audio clip) and names the items that answer it. Queries and relevant items fix the direction
 (text->image, image->text, text->audio, audio->text, text->text).
 """
@@ -25,6 +27,7 @@ class ManifestItem:
     id: str
     file: Path | None = None
     text: str | None = None
+    caption: str | None = None  # a file item's caption (its sidecar when staged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +75,13 @@ class Manifest:
         if file is not None and not file.is_file():
             raise InvalidQueryError(f"manifest line {number}: no file at {file}")
         key = str(entry["id"])
+        caption = entry.get("caption")
+        if caption is not None and (file is None or not isinstance(caption, str)):
+            raise InvalidQueryError(f"manifest line {number}: a 'caption' is a string, and only for a 'file' item")
         if entry["type"] == "item":
             if key in self.items:
                 raise InvalidQueryError(f"manifest line {number}: item id '{key}' is used twice")
-            self.items[key] = ManifestItem(key, file, text)
+            self.items[key] = ManifestItem(key, file, text, caption)
             return
         relevant = entry.get("relevant")
         if not isinstance(relevant, list) or not relevant:
@@ -105,6 +111,8 @@ def write_manifest(path: Path, items: Iterable[ManifestItem], queries: Iterable[
     for item in items:
         entry = {"type": "item", "id": item.id}
         entry.update({"file": str(item.file)} if item.file else {"text": item.text})
+        if item.caption:
+            entry["caption"] = item.caption
         lines.append(json.dumps(entry, ensure_ascii=False))
     for query in queries:
         entry = {"type": "query", "id": query.id, "relevant": sorted(query.relevant)}

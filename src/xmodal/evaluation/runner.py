@@ -48,8 +48,8 @@ class EvalReport:
 
 
 def stage(manifest: Manifest, folder: Path) -> dict[str, str]:
-    """Link item files and write item texts into ``folder`` under neutral names; returns path -> item id (absolute
-    paths, as the catalog records them)."""
+    """Link item files (a caption as the file's sidecar) and write item texts into ``folder`` under neutral names;
+    returns path -> item id (absolute paths, as the catalog records them)."""
     folder = folder.absolute()
     folder.mkdir(parents=True, exist_ok=True)
     staged: dict[str, str] = {}
@@ -58,6 +58,8 @@ def stage(manifest: Manifest, folder: Path) -> dict[str, str]:
             target = folder / f"item{number:07d}{item.file.suffix.lower()}"
             if not target.exists():
                 os.symlink(item.file.resolve(), target)
+            if item.caption:
+                target.with_suffix(".txt").write_text(item.caption, encoding="utf-8")
         else:
             target = folder / f"item{number:07d}.txt"
             target.write_text(item.text or "", encoding="utf-8")

@@ -2,14 +2,21 @@
 
 Raw scores are not comparable across spaces (each model has its own cosine range), so each source's raw score
 is first calibrated: dense spaces as standard deviations above the score of a random pair of stored vectors,
-the lexical space as ``lexical_top_z`` times the BM25 score over the query's best BM25 score. The calibrated
-fusion is the weighted sum of calibrated scores (a negative part counts only above-chance similarity);
-reciprocal-rank fusion (``rrf``) the weighted sum of ``1 / (rrf_k + rank)``. Each source counts once per item
-(its best chunk), however many chunks matched.
+the lexical space as ``lexical_top_z`` times the share of the query it matched (its BM25 over that of a document
+holding every query word).
+
+The calibrated fusion treats the spaces searched with one query part as views of the same evidence: their
+above-chance scores combine as a Euclidean norm, so a single strong source outweighs several weak ones (one
+source at 6: 6; three at 2: 3.5) while agreement still adds (6 and 3: 6.7), and an item is not favoured for
+living in more spaces; below-chance scores subtract. Parts add up (an item should match each), and a negative
+part subtracts its above-chance similarity only. Reciprocal-rank fusion (``rrf``) is the weighted sum of
+``1 / (rrf_k + rank)``. Each source counts once per item (its best chunk), however many chunks matched.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -53,7 +60,7 @@ class Fuser:
             return self._rrf(evidence)
         result: dict[int, tuple[float, dict[Source, float]]] = {}
         for item_id, found in evidence.items():
-            parts = {source: _contribution(source, value) for source, value in found.calibrated.items()}
+            parts = combine(found.calibrated)
             result[item_id] = (sum(parts.values()), parts)
         return result
 
@@ -69,10 +76,26 @@ class Fuser:
         return {item_id: (sum(parts.values()), parts) for item_id, parts in contributions.items()}
 
 
-def _contribution(source: Source, calibrated: float) -> float:
-    """A part's weight times its calibrated score. A negative part only penalises similarity above chance: an
-    item unlike "long sleeves" is not rewarded for it, else every unrelated item would rise."""
-    return source.weight * (calibrated if source.weight > 0 else max(calibrated, 0.0))
+def combine(calibrated: Mapping[Source, float]) -> dict[Source, float]:
+    """Each source's contribution to an item's fused score (they add up to it); see the module's docstring."""
+    by_part: dict[int, list[Source]] = defaultdict(list)
+    for source in calibrated:
+        by_part[source.part].append(source)
+    contributions: dict[Source, float] = {}
+    for sources in by_part.values():
+        above = {s: s.weight * calibrated[s] for s in sources if s.weight > 0 and calibrated[s] > 0}
+        norm = math.sqrt(sum(value * value for value in above.values()))
+        for source in sources:
+            value = calibrated[source]
+            if source.weight <= 0:
+                # A negative part only penalises similarity above chance: an item unlike "long sleeves" is not
+                # rewarded for it, else every unrelated item would rise.
+                contributions[source] = source.weight * max(value, 0.0)
+            elif source in above:
+                contributions[source] = above[source] ** 2 / norm
+            else:
+                contributions[source] = source.weight * value  # at or below chance: a (small) penalty
+    return contributions
 
 
 def ranked(fused: Mapping[int, tuple[float, dict[Source, float]]]) -> list[int]:

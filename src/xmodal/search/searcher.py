@@ -15,7 +15,7 @@ import numpy as np
 from xmodal.config import Settings
 from xmodal.encoders.base import l2_normalise
 from xmodal.encoders.speech import Segment, Transcript
-from xmodal.errors import InvalidQueryError, NotFoundError, WeightsUnavailableError
+from xmodal.errors import ConfigError, InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
 from xmodal.search.cursors import CursorSigner
@@ -33,6 +33,9 @@ from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance
 from xmodal.search.retrieval import FilterPlan, is_selective, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
+from xmodal.store.filters import ItemFilter
+from xmodal.store.lexical import Field as LexicalField
+from xmodal.store.lexical import stopwords_of
 from xmodal.store.models import Item
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,10 @@ class Searcher:
         self.spaces = spaces
         self.settings = settings
         self.cursors = CursorSigner.for_home(settings.home)
+        try:
+            self._stopwords = stopwords_of(settings.lexical_language)
+        except ValueError as exc:
+            raise ConfigError(f"XMODAL_LEXICAL_LANGUAGE: {exc}.") from exc
         wait_s = settings.query_batch_wait_ms / 1000
         self._batchers = {
             space.name: EncodeBatcher(space.encoder.encode_texts, wait_s=wait_s, max_texts=settings.query_batch_max)
@@ -278,10 +285,31 @@ class Searcher:
         for source in run.lexical:
             if source.weight <= 0:
                 continue
-            found = self.catalog.lexical_search(query.parts[source.part].value, pool)
-            allowed = self.catalog.matching_ids(query.item_filter, within=[item_id for item_id, _ in found])
-            run.candidates.update(item_id for item_id, _ in found if item_id in allowed)
+            text = query.parts[source.part].value
+            for lexical_field in LexicalField:
+                run.candidates.update(self._lexical_hits(text, lexical_field, pool, query.item_filter, selective))
         run.candidates -= excluded
+
+    def _lexical_hits(
+        self, text: str, lexical_field: LexicalField, pool: int, item_filter: ItemFilter, selective: bool
+    ) -> list[int]:
+        """The best ``pool`` lexical matches of ``text`` among the items the query's filter passes: searched within
+        them when the filter is selective, else in growing pages until ``pool`` of them pass."""
+        stop = self._stopwords
+        if item_filter.empty:
+            return [i for i, _ in self.catalog.lexical_search(text, pool, field=lexical_field, stop=stop)]
+        if selective:
+            allowed = sorted(self.catalog.matching_ids(item_filter))
+            found = self.catalog.lexical_search(text, pool, within=allowed, field=lexical_field, stop=stop)
+            return [i for i, _ in sorted(found, key=lambda hit: (-hit[1], hit[0]))[:pool]]
+        limit = pool
+        while True:
+            found = [i for i, _ in self.catalog.lexical_search(text, limit, field=lexical_field, stop=stop)]
+            passing = self.catalog.matching_ids(item_filter, within=found)
+            kept = [i for i in found if i in passing]
+            if len(kept) >= pool or len(found) < limit:
+                return kept[:pool]
+            limit *= 4
 
     def _space_vectors(self, run: _Run, space: str, item_ids: list[int]) -> dict[int, list[tuple[int, np.ndarray]]]:
         """Item id -> its (vector id, vector) pairs in ``space``, read once per search."""
@@ -314,14 +342,9 @@ class Searcher:
                 evidence[item_id].calibrated[source] = float(index.calibrated(scores[best]))
                 best_vector[(item_id, source)] = pairs[best][0]
         for source in run.lexical:
-            text = run.query.parts[source.part].value
-            best = self.catalog.lexical_search(text, 1)
-            top = best[0][1] if best else 0.0
-            scores = dict(self.catalog.lexical_search(text, len(item_ids), within=item_ids))
-            for item_id in item_ids:
-                if item_id in scores and top > 0:
-                    evidence[item_id].raw[source] = scores[item_id]
-                    evidence[item_id].calibrated[source] = self.settings.lexical_top_z * scores[item_id] / top
+            for item_id, share in self._lexical_shares(run.query.parts[source.part].value, item_ids).items():
+                evidence[item_id].raw[source] = share
+                evidence[item_id].calibrated[source] = self.settings.lexical_top_z * share
         locations: dict[int, tuple[Source, int | None]] = {}
         for item_id, found in evidence.items():
             # Where the item matched: its strongest positive source that points at a chunk or window.
@@ -330,6 +353,21 @@ class Searcher:
                 source = max(located, key=lambda s: (s.weight * found.calibrated[s], s.space, s.part))
                 locations[item_id] = (source, best_vector[(item_id, source)])
         return evidence, locations
+
+    def _lexical_shares(self, text: str, item_ids: list[int]) -> dict[int, float]:
+        """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
+        every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
+        shares: dict[int, float] = {}
+        for lexical_field in LexicalField:
+            ideal = self.catalog.lexical_ideal(text, lexical_field, self._stopwords)
+            if ideal <= 0:
+                continue
+            weight = 1.0 if lexical_field is LexicalField.WORDS else self.settings.lexical_phonetic_weight
+            stop = self._stopwords
+            found = self.catalog.lexical_search(text, len(item_ids), item_ids, field=lexical_field, stop=stop)
+            for item_id, score in found:
+                shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
+        return shares
 
     def _representatives(self, run: _Run, items: dict[int, Item]) -> dict[int, dict[str, np.ndarray]]:
         """Per item, its mean vector in the spaces native to its modality (for duplicates and MMR): those that

@@ -420,12 +420,30 @@ class Catalog:
     def lexical_supported(self) -> bool:
         return lexical.supported(self._engine.dialect.name)
 
-    def lexical_search(self, query: str, limit: int, within: Sequence[int] | None = None) -> list[tuple[int, float]]:
-        """(item id, BM25 score) of the best full-text matches (only among ``within`` when given)."""
+    def lexical_search(
+        self,
+        query: str,
+        limit: int,
+        within: Sequence[int] | None = None,
+        *,
+        field: lexical.Field | None = None,
+        stop: frozenset[str] = frozenset(),
+    ) -> list[tuple[int, float]]:
+        """(item id, BM25 score) of the best full-text matches (only among ``within`` when given); ``field``: the
+        words or their sounds only; ``stop``: words the query drops."""
         with self._engine.connect() as connection:
             if within is None:
-                return lexical.search(connection, query, limit)
-            return [hit for part in _chunks(list(within)) for hit in lexical.search(connection, query, limit, part)]
+                return lexical.search(connection, query, limit, field=field, stop=stop)
+            return [
+                hit
+                for part in _chunks(list(within))
+                for hit in lexical.search(connection, query, limit, part, field=field, stop=stop)
+            ]
+
+    def lexical_ideal(self, query: str, field: lexical.Field, stop: frozenset[str] = frozenset()) -> float:
+        """The score of a document holding every term of ``query`` (see :func:`lexical.ideal_score`)."""
+        with self._engine.connect() as connection:
+            return lexical.ideal_score(connection, query, field, stop)
 
     def lexical_size(self) -> int:
         if not self.lexical_supported:

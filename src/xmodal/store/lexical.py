@@ -5,6 +5,12 @@ Besides the words, each row keeps their Metaphone codes (``sounds``), and a quer
 recognisers mis-spell names and homophones ("deer" heard as "Dear", "doe" as "dough"), and a word that sounds the
 same is still evidence. The table lives in the catalog database and is written in the same transaction as the
 items, so the two never disagree.
+
+A query can ask one field: the ``words`` (every column but ``sounds``) or the ``sounds`` alone, so a match by
+sound can count for less than a match by the word itself. Stopwords of the query's language are dropped from the
+query (the stored text is left as it is). :func:`ideal_score` is what a document holding every query term would
+score (the sum of each term's best score alone), so a score over it says how much of the query a document
+matched: a match on one common word of six is weak, whatever the best match in the corpus is.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
 
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
@@ -43,6 +51,13 @@ POSTGRES_DDL = (
 )
 
 
+class Field(StrEnum):
+    """Which part of a lexical row a query matches: the words, or their Metaphone codes."""
+
+    WORDS = "words"
+    SOUNDS = "sounds"
+
+
 @dataclass(frozen=True, slots=True)
 class LexicalDocument:
     item_id: int
@@ -64,17 +79,43 @@ def sounds_of(value: str) -> str:
     return " ".join(code for code in codes if code)
 
 
-def _terms(query: str, max_terms: int = 64) -> tuple[list[str], list[str]]:
-    """(distinct lower-case words, distinct sound codes) of a query."""
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:max_terms]
-    return words, list(dict.fromkeys(sounds_of(" ".join(words)).split()))
+@cache
+def stopwords_of(language: str | None) -> frozenset[str]:
+    """The stopwords of ``language`` (a name such as ``english`` or a code such as ``en``; empty: none)."""
+    if not language:
+        return frozenset()
+    import stopwords
+
+    try:
+        return frozenset(word for word in stopwords.get_stopwords(language) if word)
+    except stopwords.LanguageNotAvailable as exc:
+        known = ", ".join(sorted(stopwords.AVAILABLE_LANGUAGES))
+        raise ValueError(f"No stopwords for language '{language}'; choose one of {known}, or empty for none") from exc
 
 
-def match_expression(query: str) -> str | None:
-    """An FTS5 query that matches any word of ``query``, or any word's sound in the ``sounds`` column (each term
-    quoted, so no word is taken as an operator)."""
-    words, sounds = _terms(query)
-    terms = [f'"{word}"' for word in words] + [f'sounds : "{code}"' for code in sounds]
+def _terms(query: str, stop: frozenset[str] = frozenset(), max_terms: int = 64) -> tuple[list[str], list[str]]:
+    """(distinct lower-case words, distinct sound codes) of a query, without its stopwords (all of them when the
+    query is nothing but stopwords: "The Who" still finds The Who)."""
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    content = [word for word in words if word not in stop] or words
+    content = content[:max_terms]
+    return content, list(dict.fromkeys(sounds_of(" ".join(content)).split()))
+
+
+def match_expression(query: str, field: Field | None = None, stop: frozenset[str] = frozenset()) -> str | None:
+    """An FTS5 query that matches any word of ``query`` (``Field.WORDS``: in any column but ``sounds``), any
+    word's sound in the ``sounds`` column (``Field.SOUNDS``), or either (``None``). Each term is quoted, so no word
+    is taken as an operator."""
+    return _expression(*_terms(query, stop), field)
+
+
+def _expression(words: Sequence[str], sounds: Sequence[str], field: Field | None) -> str | None:
+    quoted_words, quoted_sounds = " OR ".join(f'"{w}"' for w in words), " OR ".join(f'"{c}"' for c in sounds)
+    terms: list[str] = []
+    if field in (None, Field.WORDS) and words:
+        terms.append(f"(- {{sounds}} : ({quoted_words}))" if field is Field.WORDS else quoted_words)
+    if field in (None, Field.SOUNDS) and sounds:
+        terms.append(f"(sounds : ({quoted_sounds}))")
     return " OR ".join(terms) or None
 
 
@@ -108,16 +149,47 @@ def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequ
 
 
 def search(
-    connection: Connection, query: str, limit: int, within: Sequence[int] | None = None
+    connection: Connection,
+    query: str,
+    limit: int,
+    within: Sequence[int] | None = None,
+    *,
+    field: Field | None = None,
+    stop: frozenset[str] = frozenset(),
 ) -> list[tuple[int, float]]:
     """(item id, score; higher is better) of the best ``limit`` matches, best first, ties by id; only among the
-    items ``within`` when given."""
+    items ``within`` when given. ``field``: match only the words or only their sounds (default: either);
+    ``stop``: words the query drops."""
     if within is not None and not within:
         return []
     restrict = ",".join(str(int(i)) for i in within) if within is not None else None
+    words, sounds = _terms(query, stop)
+    return _search_terms(connection, words, sounds, field, limit, restrict)
+
+
+def ideal_score(connection: Connection, query: str, field: Field, stop: frozenset[str] = frozenset()) -> float:
+    """What a document holding every term of ``query`` would score in ``field``: the sum of each term's best
+    score alone (0 when no term matches anything)."""
+    words, sounds = _terms(query, stop)
+    total = 0.0
+    for term in words if field is Field.WORDS else sounds:
+        single = ([term], []) if field is Field.WORDS else ([], [term])
+        best = _search_terms(connection, *single, field, 1, None)
+        total += best[0][1] if best else 0.0
+    return total
+
+
+def _search_terms(
+    connection: Connection,
+    words: Sequence[str],
+    sounds: Sequence[str],
+    field: Field | None,
+    limit: int,
+    restrict: str | None,
+) -> list[tuple[int, float]]:
     if connection.dialect.name == "postgresql":
-        return _search_postgres(connection, query, limit, restrict)
-    expression = match_expression(query)
+        return _search_postgres(connection, words, sounds, field, limit, restrict)
+    expression = _expression(words, sounds, field)
     if expression is None:
         return []
     rows = connection.execute(
@@ -130,11 +202,20 @@ def search(
     return [(int(row[0]), float(row[1])) for row in rows]
 
 
-def _search_postgres(connection: Connection, query: str, limit: int, restrict: str | None) -> list[tuple[int, float]]:
-    words, sounds = _terms(query)
-    parts = [f"plainto_tsquery('english', :w{i})" for i in range(len(words))]
-    parts += [f"plainto_tsquery('simple', :w{i})" for i in range(len(words))]  # names are not stemmed
-    parts += [f"to_tsquery('simple', '{code.lower()}:D')" for code in sounds if _CODE.match(code)]
+def _search_postgres(
+    connection: Connection,
+    words: Sequence[str],
+    sounds: Sequence[str],
+    field: Field | None,
+    limit: int,
+    restrict: str | None,
+) -> list[tuple[int, float]]:
+    parts: list[str] = []
+    if field in (None, Field.WORDS):
+        parts += [f"plainto_tsquery('english', :w{i})" for i in range(len(words))]
+        parts += [f"plainto_tsquery('simple', :w{i})" for i in range(len(words))]  # names are not stemmed
+    if field in (None, Field.SOUNDS):
+        parts += [f"to_tsquery('simple', '{code.lower()}:D')" for code in sounds if _CODE.match(code)]
     if not parts:
         return []
     rows = connection.execute(

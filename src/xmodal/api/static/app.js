@@ -218,6 +218,13 @@ function card(hit, queryText) {
   const at = hit.time_span ? ` [${hit.time_span[0].toFixed(1)}–${hit.time_span[1].toFixed(1)} s]` : "";
   node.querySelector(".snippet").append(highlighted(snippet, queryText), at);
   node.querySelector(".score").textContent = `score ${hit.score.toFixed(2)}`;
+  const folded = (hit.duplicates || []).length;
+  if (folded) {  // near-duplicates folded into this result
+    const badge = node.querySelector(".folded");
+    badge.textContent = `+${folded}`;
+    badge.title = `${folded} near-duplicate${folded > 1 ? "s" : ""} folded into this result (ids ${hit.duplicates.join(", ")})`;
+    badge.hidden = false;
+  }
   const table = node.querySelector(".explanation");
   for (const part of hit.explanation || []) {
     const row = table.insertRow();

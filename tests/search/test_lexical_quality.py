@@ -1,0 +1,80 @@
+"""Lexical scores mean something alone: stopwords do not match, a partial match is weak, a match by sound counts
+less than the word, and a filter never drops a lexical hit that passes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xmodal.config import Settings
+from xmodal.engine import Engine
+from xmodal.store.catalog import ItemRecord, WriteRequest
+
+
+def _engine(home: Path, captions: list[tuple[str, dict[str, str]]], **overrides: object) -> Engine:
+    engine = Engine.open(settings=Settings(home=home, collapse_duplicates=False, **overrides))  # type: ignore[arg-type]
+    requests = [
+        WriteRequest(
+            ItemRecord(
+                path=f"/zoo/item{number:03d}.png",
+                source="file:///zoo",
+                size=1,
+                mtime_ns=1,
+                modality="image",
+                caption=caption,
+                user_metadata=metadata,
+            ),
+            {},
+        )
+        for number, (caption, metadata) in enumerate(captions)
+    ]
+    engine.catalog.write_items(requests)
+    return engine
+
+
+def _captions(engine: Engine, text: str, **options: object) -> list[tuple[str, float]]:
+    results = engine.search(text, space="lexical", explain=True, **options)  # type: ignore[arg-type]
+    return [(result.caption or "", result.score) for result in results]
+
+
+def test_a_one_stopword_match_ranks_below_a_full_phrase_match(tmp_path: Path) -> None:
+    captions = [("A stethoscope lets your doctor listen to your heart.", {}), ("A woolly hat to wear on the head.", {})]
+    captions += [(f"A red brick number {n}.", {}) for n in range(20)]  # so that "head" and "wear" are rare words
+    with _engine(tmp_path / "home", captions) as engine:
+        found = _captions(engine, "something to wear on your head")
+    assert found[0][0] == "A woolly hat to wear on the head."
+    assert all(caption != "A stethoscope lets your doctor listen to your heart." for caption, _ in found)  # "your"
+
+
+def test_a_match_on_one_word_of_several_is_weak(tmp_path: Path) -> None:
+    captions = [("A big eared rabbit.", {}), ("A tiger, a big wild cat with stripes.", {})]
+    captions += [(f"A red brick number {n}.", {}) for n in range(20)]
+    with _engine(tmp_path / "home", captions, lexical_top_z=3.0) as engine:
+        found = dict(_captions(engine, "a big wild cat with stripes"))
+    assert found["A tiger, a big wild cat with stripes."] == pytest.approx(3.0, rel=0.05)
+    assert found["A big eared rabbit."] < 1.0  # one word of four: under a third of the full match
+
+
+def test_a_phonetic_only_match_ranks_below_an_exact_one(tmp_path: Path) -> None:
+    captions = [("Dry bread.", {}), ("A deer.", {}), ("Dear friends.", {})]
+    captions += [(f"A red brick number {n}.", {}) for n in range(20)]
+    with _engine(tmp_path / "home", captions, lexical_phonetic_weight=0.5) as engine:
+        found = _captions(engine, "deer")
+    assert found[0][0] == "A deer."
+    by_caption = dict(found)
+    assert by_caption["Dear friends."] <= 0.5 * by_caption["A deer."] + 1e-9  # found by sound, at half the worth
+
+
+@pytest.mark.parametrize("passing", [2, 30], ids=["selective", "broad"])
+def test_a_filter_keeps_the_lexical_hits_that_pass_it(tmp_path: Path, passing: int) -> None:
+    # Many better matches fail the filter; the few that pass must still come back, however small the pool.
+    captions = [(f"A red deer in the snow, number {n}.", {"color": "blue"}) for n in range(60)]
+    captions += [
+        (f"A deer, far away, in a very long caption about hills number {n}.", {"color": "green"})
+        for n in range(passing)
+    ]
+    with _engine(tmp_path / "home", captions, fusion_candidates=4) as engine:
+        found = _captions(engine, "red deer", where={"color": "green"}, k=5)
+    assert len(found) == min(5, passing)
+    assert all("far away" in caption for caption, _ in found)
