@@ -24,6 +24,7 @@ from xmodal.encoders import build_encoder
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import DecodeError, InvalidQueryError, NotFoundError, XmodalError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
+from xmodal.indexer.locations import parse_root
 from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
@@ -112,15 +113,16 @@ class Engine:
         max_items: int | None = None,
         ray_address: str | None = None,
     ) -> IndexReport:
-        """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
-        home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
-        whose files are gone; ``max_items`` caps the files processed in this run. ``ray_address``: decode and
-        encode on a Ray cluster (``local`` starts one on this machine), committing here."""
+        """Index files, folders, bucket prefixes (``s3://bucket/prefix``) and WebDataset shard sets
+        (``shards/{000..009}.tar``); unchanged files already indexed cost one ``stat`` (or one listed entry) each.
+        One indexer runs per home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets
+        items under ``paths`` whose files are gone; ``max_items`` caps the files processed in this run.
+        ``ray_address``: decode and encode on a Ray cluster (``local`` starts one on this machine), committing here."""
         indexer = Indexer(
             self.settings, self.catalog, self.spaces, progress, transcriber=self.transcriber, ray_address=ray_address
         )
         with index_lock(self.settings.home, self.catalog):
-            return indexer.run([Path(p) for p in paths], prune=prune, max_items=max_items)
+            return indexer.run([parse_root(p) for p in paths], prune=prune, max_items=max_items)
 
     # searching -------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
 from xmodal.indexer.distributed import encode_on_ray
 from xmodal.indexer.embed import FileVectors, embed_batch
+from xmodal.indexer.locations import Listing, Root, root_name, walk_roots
 from xmodal.indexer.reader import (
     DecodedFile,
     Outcome,
@@ -32,7 +33,7 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
-from xmodal.indexer.sources import SourceFile, walk
+from xmodal.indexer.sources import SourceFile
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -129,22 +130,24 @@ class Indexer:
             text_extensions=frozenset(settings.text_extensions),
         )
 
-    def run(self, roots: Sequence[Path], *, prune: bool = False, max_items: int | None = None) -> IndexReport:
-        """Index every file under ``roots``; files already indexed and unchanged are only stat'ed, and no model
-        is loaded when nothing changed. ``prune``: forget items under ``roots`` whose files are gone.
-        ``max_items``: process at most this many files now (the rest are ``deferred`` to the next run)."""
-        missing = [str(root) for root in roots if not root.exists()]
+    def run(self, roots: Sequence[Root], *, prune: bool = False, max_items: int | None = None) -> IndexReport:
+        """Index every file under ``roots`` (folders, bucket prefixes, shard sets: see ``locations.parse_root``);
+        files already indexed and unchanged are only stat'ed (or listed), and no model is loaded when nothing
+        changed. ``prune``: forget items under ``roots`` whose files are gone (never under a prefix whose listing
+        failed). ``max_items``: process at most this many files now (the rest are ``deferred`` to the next run)."""
+        missing = [str(root) for root in roots if isinstance(root, Path) and not root.exists()]
         if missing:
             raise NotFoundError(f"Nothing to index at {', '.join(missing)}: no such file or folder.")
         report = IndexReport()
         started = time.perf_counter()
-        run_id = self.catalog.start_run([str(root.absolute()) for root in roots])
+        run_id = self.catalog.start_run([root_name(root) for root in roots])
         status = "failed"
         active: list[VectorSpace] = []
+        listing = Listing(scratch_parent=self.settings.home / "scratch")
         try:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
-            scan = self._scan(roots, report)
+            scan = self._scan(roots, listing, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
             selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()])
@@ -161,9 +164,10 @@ class Indexer:
             if todo:
                 self._process(todo, active, self._activate_transcriber(report), scan.coverage, report)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
-                report.pruned = self._prune(roots, scan.seen)
+                report.pruned = self._prune(listing.prune_roots, scan.seen)
             status = "finished"
         finally:
+            listing.close()
             self.spaces.save()
             self.progress.finish()
             report.timings["total_s"] = time.perf_counter() - started
@@ -217,16 +221,18 @@ class Indexer:
             return None
         return self.transcriber
 
-    def _scan(self, roots: Sequence[Path], report: IndexReport) -> _Scan:
+    def _scan(self, roots: Sequence[Root], listing: Listing, report: IndexReport) -> _Scan:
         started = time.perf_counter()
         scan = _Scan(self.catalog.file_states(), self.catalog.spaces_by_item())
 
-        def unreadable(path: Path, reason: str) -> None:
+        def unreadable(path: str, reason: str) -> None:
             report.failed += 1
-            report.failures.append((str(path), reason))
+            report.failures.append((path, reason))
 
-        for source in walk(
+        for source in walk_roots(
             roots,
+            listing=listing,
+            known=scan.states,
             text_extensions=self.settings.text_extensions,
             include_hidden=self.settings.include_hidden,
             on_error=unreadable,
@@ -238,8 +244,8 @@ class Indexer:
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
 
-    def _prune(self, roots: Sequence[Path], seen: set[str]) -> int:
-        count, vectors = self.catalog.prune([str(root.absolute()) for root in roots], seen)
+    def _prune(self, roots: Sequence[str], seen: set[str]) -> int:
+        count, vectors = self.catalog.prune(roots, seen)
         self.spaces.remove_vectors(vectors)
         return count
 
@@ -421,6 +427,7 @@ def _unchanged(source: SourceFile, state: FileState) -> bool:
         state.size == source.size
         and state.mtime_ns == source.mtime_ns
         and state.sidecar_mtime_ns == source.sidecar_mtime_ns
+        and state.source_version == source.version
     )
 
 

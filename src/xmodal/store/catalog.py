@@ -50,6 +50,7 @@ class FileState:
     status: str
     modality: str | None
     has_text: bool
+    source_version: str | None = None  # the store's identity of the object (None for local files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class ItemRecord:
     user_metadata: dict[str, Any] | None = None
     status: str = ItemStatus.OK
     error: str | None = None
+    source_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,7 @@ class Catalog:
             Item.status,
             Item.modality,
             Item.caption.is_not(None) | Item.transcript.is_not(None) | (Item.modality == "text"),
+            Item.source_version,
         )
         with self.session() as session:
             if paths is None:
@@ -158,7 +161,7 @@ class Catalog:
                 rows = [
                     row for part in _chunks(list(paths)) for row in session.execute(query.where(Item.path.in_(part)))
                 ]
-        return {row[0]: FileState(*row[1:6], row[6], bool(row[7])) for row in rows}
+        return {row[0]: FileState(*row[1:6], row[6], bool(row[7]), row[8]) for row in rows}
 
     def spaces_by_item(self) -> dict[int, set[str]]:
         """Item id -> the spaces it has at least one vector in."""
@@ -253,7 +256,8 @@ class Catalog:
         return dict(new_ids), dict(old_ids)
 
     def prune(self, roots: Sequence[str], keep: set[str]) -> tuple[int, dict[str, list[int]]]:
-        """Delete the items under ``roots`` whose path is not in ``keep`` (their files are gone).
+        """Delete the items under ``roots`` (folders, bucket prefixes or WebDataset shards) whose path is not in
+        ``keep`` (their files are gone).
 
         Returns how many went and, per space, the vector ids that must leave the vector indexes.
         """
@@ -262,7 +266,9 @@ class Catalog:
             for root in roots:
                 prefix = root.rstrip("/")
                 query = select(Item.id, Item.path).where(
-                    (Item.path == prefix) | Item.path.like(f"{escape_like(prefix)}/%", escape="\\")
+                    (Item.path == prefix)
+                    | Item.path.like(f"{escape_like(prefix)}/%", escape="\\")
+                    | Item.path.like(f"{escape_like(prefix)}#%", escape="\\")  # the samples of a WebDataset shard
                 )
                 gone.extend(item_id for item_id, path in session.execute(query) if path not in keep)
             return len(gone), _delete_items(session, gone)
