@@ -154,10 +154,9 @@ def walk_bucket(
 ) -> Iterator[SourceFile]:
     """The objects under ``root`` as source files, paired with their sidecars as in a folder. A listing that fails
     is reported to ``on_unlisted`` (the prefix, the reason) and yields nothing."""
+    fs = filesystem(root.protocol)  # ConfigError when the store's package is missing: a setup error, not a listing
     try:
-        objects = list_objects(filesystem(root.protocol), root.key.rstrip("/"))
-    except ConfigError:
-        raise
+        objects = list_objects(fs, root.key.rstrip("/"))
     except Exception as exc:  # every store raises its own errors; any of them means this prefix is unlisted
         on_unlisted(str(root), f"cannot list {root}: {type(exc).__name__}: {exc}")
         return

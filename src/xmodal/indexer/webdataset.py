@@ -22,6 +22,7 @@ from typing import IO, Any, Protocol
 import fsspec
 from fsspec.core import split_protocol
 
+from xmodal.errors import ConfigError
 from xmodal.indexer.remote import ListingError, filesystem, identity, is_remote
 from xmodal.indexer.sources import SourceFile, media_extensions
 
@@ -39,9 +40,16 @@ class KnownItem(Protocol):
     source_version: str | None
 
 
-def _braceexpand(pattern: str) -> list[str]:
-    from braceexpand import braceexpand  # webdataset's own dependency
+_EXTRA = "WebDataset shards need the cloud extra: pip install 'xmodal[cloud]'"
 
+
+def _braceexpand(pattern: str) -> list[str]:
+    if "{" not in pattern:
+        return [pattern]
+    try:
+        from braceexpand import braceexpand  # webdataset's own dependency
+    except ImportError as exc:
+        raise ConfigError(f"{pattern} is a brace pattern; {_EXTRA}") from exc
     return list(braceexpand(pattern))
 
 
@@ -155,6 +163,8 @@ def list_shards(shard_set: ShardSet, on_unlisted: ListingError) -> list[Shard]:
             infos = fs.glob(path, detail=True) if glob.has_magic(path) else {path: fs.info(path)}
             if not infos:
                 raise FileNotFoundError(f"no shard matches {pattern}")
+        except ConfigError:
+            raise
         except Exception as exc:  # each store raises its own errors: any of them leaves this pattern unlisted
             on_unlisted(pattern, f"cannot list shards {pattern}: {type(exc).__name__}: {exc}")
             continue
@@ -171,7 +181,10 @@ def _open_shard(address: str) -> IO[bytes]:
 
 def iter_samples(address: str) -> Iterator[dict[str, Any]]:
     """The samples of one shard, in order, read sequentially once (webdataset's grouping of members by key)."""
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    try:
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+    except ImportError as exc:
+        raise ConfigError(_EXTRA) from exc
 
     with _open_shard(address) as handle:
         members = ({**member, "__url__": address} for member in tar_file_iterator(handle))
@@ -260,6 +273,8 @@ def walk_shards(
             continue
         try:
             samples = _extract(shard, scratch() / f"shard-{number:06d}", text_extensions)
+        except ConfigError:
+            raise
         except Exception as exc:  # a truncated or corrupt tar: nothing of it is indexed, nothing of it pruned
             on_unlisted(shard.address, f"cannot read shard {shard.address}: {type(exc).__name__}: {exc}")
             continue
