@@ -196,7 +196,13 @@ def _print_report(console: Console, report: IndexReport, decode_workers: int) ->
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files and folders, bucket prefixes (s3://bucket/prefix, gs://, az://) and WebDataset shards "
+            "(a .tar, a glob or a brace pattern such as shards/{000..009}.tar, local or in a bucket)."
+        ),
+    ],
     home: HomeOption = None,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only failures.")] = False,
@@ -222,7 +228,8 @@ def index(
         ),
     ] = None,
 ) -> None:
-    """Index files and folders: new and changed files are embedded, unchanged ones skipped."""
+    """Index files, folders, buckets and WebDataset shards: new and changed files are embedded, unchanged ones
+    skipped."""
     console = _console()
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     settings = _settings(home, index_target_recall=target_recall)

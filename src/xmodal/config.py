@@ -246,6 +246,12 @@ class Settings(BaseSettings):
     )
     thumbnail_size: PositiveInt = Field(default=256, description="Longest side of served thumbnails (pixels).")
     max_thumbnail_size: PositiveInt = Field(default=1024, description="Largest thumbnail a client may ask for.")
+    presigned_urls: bool = Field(
+        default=False,
+        description="Serve a bucket item's content as a redirect to a short-lived presigned URL (where the store "
+        "can sign) instead of streaming it through the server.",
+    )
+    presigned_url_seconds: PositiveInt = Field(default=300, description="How long a presigned URL stays valid.")
 
     @field_validator("home", "model_cache", mode="after")
     @classmethod

@@ -35,6 +35,7 @@ from xmodal.errors import (
     XmodalError,
 )
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
+from xmodal.indexer.locations import parse_root
 from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
@@ -177,13 +178,14 @@ class Engine:
         ray_address: str | None = None,
         on_plan: Callable[[str], None] | None = None,
     ) -> IndexReport:
-        """Index files and folders; unchanged files already indexed cost one ``stat`` each. One indexer runs per
-        home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets items under ``paths``
-        whose files are gone (never under a root whose walk failed or found nothing, and at most
-        ``prune_max_fraction`` of a root's items unless ``force_prune``); ``max_items`` caps the files processed
-        in this run. ``ray_address``: decode and encode on a Ray cluster (``local`` starts one on this machine),
-        committing here. ``on_plan`` is told of long work before it starts (how many audio files will be
-        transcribed, and about how long it takes)."""
+        """Index files, folders, bucket prefixes (``s3://bucket/prefix``) and WebDataset shard sets
+        (``shards/{000..009}.tar``); unchanged files already indexed cost one ``stat`` (or one listed entry) each.
+        One indexer runs per home at a time: a second one gets ``IndexLockedError`` at once. ``prune`` forgets
+        items under ``paths`` whose files are gone (never under a root whose walk or listing failed or found
+        nothing, and at most ``prune_max_fraction`` of a root's items unless ``force_prune``); ``max_items`` caps
+        the files processed in this run. ``ray_address``: decode and encode on a Ray cluster (``local`` starts one
+        on this machine), committing here. ``on_plan`` is told of long work before it starts (how many audio
+        files will be transcribed, and about how long it takes)."""
         indexer = Indexer(
             self.settings,
             self.catalog,
@@ -196,7 +198,8 @@ class Engine:
         )
         with index_lock(self.settings.home, self.catalog):
             try:
-                return indexer.run([Path(p) for p in paths], prune=prune, force_prune=force_prune, max_items=max_items)
+                roots = [parse_root(p) for p in paths]
+                return indexer.run(roots, prune=prune, force_prune=force_prune, max_items=max_items)
             finally:
                 self.spaces.release_writers()  # the lock goes: the next writer starts from what is on disk
 

@@ -40,6 +40,7 @@ from xmodal.indexer.sources import (
     UNSUPPORTED_IMAGE_EXTENSIONS,
     SourceFile,
     image_extensions,
+    read_source,
 )
 from xmodal.indexer.svg import svg_supported
 from xmodal.modality import Modality
@@ -163,6 +164,7 @@ def _base_record(source: SourceFile, *, with_metadata: bool = True, **fields: An
         sidecar_path=str(source.sidecar) if source.sidecar else None,
         sidecar_mtime_ns=source.sidecar_mtime_ns,
         user_metadata=_metadata(source) if with_metadata else None,
+        source_version=source.version,
         **fields,
     )
 
@@ -187,7 +189,7 @@ def _decode(source: SourceFile, limits: ReadLimits, preparers: Preparers) -> Dec
         raise DecodeError(
             f"file is {source.size} bytes, over the limit of {limits.max_file_bytes} (XMODAL_MAX_FILE_BYTES)"
         )
-    data = source.path.read_bytes()
+    data = read_source(source.path, limits.max_file_bytes)
     digest = content_hash(data)
     if preparers.ocr_only is not None and preparers.ocr is not None:
         indexed = preparers.ocr_only(str(source.path))

@@ -25,6 +25,7 @@ from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
 from xmodal.indexer.distributed import encode_on_ray
 from xmodal.indexer.embed import FileVectors, embed_batch
+from xmodal.indexer.locations import Listing, Root, root_name, walk_roots
 from xmodal.indexer.reader import (
     DecodedFile,
     Outcome,
@@ -34,7 +35,7 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
-from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots, walk
+from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -146,31 +147,33 @@ class Indexer:
 
     def run(
         self,
-        roots: Sequence[Path],
+        roots: Sequence[Root],
         *,
         prune: bool = False,
         force_prune: bool = False,
         max_items: int | None = None,
     ) -> IndexReport:
-        """Index every file under ``roots``; files already indexed and unchanged are only stat'ed, and no model
-        is loaded when nothing changed. ``prune``: forget items under ``roots`` whose files are gone, except under
-        a root that is empty or whose walk met an error, and never more than ``prune_max_fraction`` of a root's
-        items unless ``force_prune`` (skipped prunes are in ``prunes_skipped``). ``max_items``: process at most
-        this many files now (the rest are ``deferred`` to the next run). Roots inside another root are that
-        root's."""
-        roots = normalise_roots(roots)
-        missing = [str(root) for root in roots if not root.exists()]
+        """Index every file under ``roots`` (folders, bucket prefixes, shard sets: see ``locations.parse_root``);
+        files already indexed and unchanged are only stat'ed (or listed), and no model is loaded when nothing
+        changed. ``prune``: forget items under ``roots`` whose files are gone, except under a root that is empty
+        or whose walk or listing met an error, and never more than ``prune_max_fraction`` of a root's items unless
+        ``force_prune`` (skipped prunes are in ``prunes_skipped``). ``max_items``: process at most this many files
+        now (the rest are ``deferred`` to the next run). Folders inside another root are that root's."""
+        local = normalise_roots([root for root in roots if isinstance(root, Path)])
+        roots = [*local, *(root for root in roots if not isinstance(root, Path))]
+        missing = [str(root) for root in local if not root.exists()]
         if missing:
             raise NotFoundError(f"Nothing to index at {', '.join(missing)}: no such file or folder.")
         report = IndexReport()
         started = time.perf_counter()
-        run_id = self.catalog.start_run([str(root) for root in roots])
+        run_id = self.catalog.start_run([root_name(root) for root in roots])
         status = "failed"
         active: list[VectorSpace] = []
+        listing = Listing(scratch_parent=self.settings.home / "scratch")
         try:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
-            scan = self._scan(roots, report)
+            scan = self._scan(roots, listing, report)
             self._report_known_failures(scan, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
@@ -195,9 +198,10 @@ class Indexer:
                 only_ocr = scan.only_ocr(active) if ocr is not None else {}
                 self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
-                report.pruned = self._prune(roots, scan, report, force=force_prune)
+                report.pruned = self._prune(listing.prune_roots, scan, report, force=force_prune)
             status = "finished"
         finally:
+            listing.close()
             self.spaces.save(final=True)
             self.progress.finish()
             report.timings["total_s"] = time.perf_counter() - started
@@ -290,17 +294,19 @@ class Indexer:
             return None
         return self.transcriber
 
-    def _scan(self, roots: Sequence[Path], report: IndexReport) -> _Scan:
+    def _scan(self, roots: Sequence[Root], listing: Listing, report: IndexReport) -> _Scan:
         started = time.perf_counter()
         scan = _Scan(self.catalog.file_states(), self.catalog.spaces_by_item())
 
-        def unreadable(path: Path, reason: str) -> None:
+        def unreadable(path: str, reason: str) -> None:
             report.failed += 1
-            report.failures.append((str(path), reason))
-            scan.errors.update(root for root in roots if path.is_relative_to(root))
+            report.failures.append((path, reason))
+            scan.errors.update(name for name in map(root_name, roots) if path == name or path.startswith(f"{name}/"))
 
-        for source in walk(
+        for source in walk_roots(
             roots,
+            listing=listing,
+            known=scan.states,
             text_extensions=self.settings.text_extensions,
             include_hidden=self.settings.include_hidden,
             on_error=unreadable,
@@ -312,26 +318,26 @@ class Indexer:
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
 
-    def _prune(self, roots: Sequence[Path], scan: _Scan, report: IndexReport, *, force: bool) -> int:
+    def _prune(self, roots: Sequence[str], scan: _Scan, report: IndexReport, *, force: bool) -> int:
         """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged."""
         gone: list[int] = []
         for root in roots:
-            total, missing = self.catalog.prune_candidates(str(root), scan.seen)
+            total, missing = self.catalog.prune_candidates(root, scan.seen)
             reason = self._prune_refusal(root, scan, total, len(missing), force=force)
             if reason is not None:
                 if missing:
-                    report.prunes_skipped.append((str(root), reason))
+                    report.prunes_skipped.append((root, reason))
                     log.warning("not pruning %s: %s", root, reason)
                 continue
             gone.extend(missing)
         count, _ = self.catalog.delete_items(gone)
         return count  # their vectors are queued in the catalog; this run's last publication tombstones them
 
-    def _prune_refusal(self, root: Path, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
+    def _prune_refusal(self, root: str, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
         """Why the items of ``root`` whose files were not seen must stay, or None when they may go."""
         if root in scan.errors:
             return "its walk met errors (see failures): a missing disk or unreadable folder is not a deletion"
-        if not any(path == str(root) or path.startswith(f"{root}/") for path in scan.seen):
+        if not any(path == root or path.startswith((f"{root}/", f"{root}#")) for path in scan.seen):
             return "no file was found under it (an unmounted disk?); nothing was pruned"
         limit = self.settings.prune_max_fraction
         if not force and missing > limit * total:
@@ -511,7 +517,7 @@ class _Scan:
     coverage: dict[int, set[str]]
     candidates: list[tuple[SourceFile, FileState | None]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
-    errors: set[Path] = field(default_factory=set)  # roots whose walk reported an error
+    errors: set[str] = field(default_factory=set)  # roots whose walk reported an error
     count: int = 0
 
     def add(self, source: SourceFile) -> None:
@@ -553,6 +559,7 @@ def _unchanged(source: SourceFile, state: FileState) -> bool:
         state.size == source.size
         and state.mtime_ns == source.mtime_ns
         and state.sidecar_mtime_ns == source.sidecar_mtime_ns
+        and state.source_version == source.version
     )
 
 

@@ -1,12 +1,17 @@
-"""Walking source folders: which files exist, their size and mtime, and which text files are sidecar captions."""
+"""Walking source folders: which files exist, their size and mtime, and which text files are sidecar captions.
+
+Buckets (:mod:`xmodal.indexer.remote`) and WebDataset shards (:mod:`xmodal.indexer.webdataset`) yield the same
+:class:`SourceFile`, with a :class:`Location` in place of a local path.
+"""
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Protocol
 
 from PIL import Image
 
@@ -21,17 +26,42 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext in Image.registered_extensions())
 
 
+class Location(Protocol):
+    """What the reader needs of a file that is not on the local disk (a bucket object, a shard's sample).
+    ``str()`` of it is the address the catalog keeps."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def suffix(self) -> str: ...
+    def open(self, mode: str = "rb") -> IO[bytes]: ...
+    def read_bytes(self) -> bytes: ...
+    def read_at_most(self, limit: int) -> bytes: ...
+    def as_uri(self) -> str: ...
+
+
+def read_source(path: Path | Location, limit: int) -> bytes:
+    """A file's bytes; a remote one is streamed and stopped past ``limit`` (its listed size was checked already)."""
+    return path.read_bytes() if isinstance(path, Path) else path.read_at_most(limit)
+
+
+def media_extensions() -> frozenset[str]:
+    """Extensions of the images and audio files a caption or metadata sidecar can belong to."""
+    return image_extensions() | UNSUPPORTED_IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+
+
 @dataclass(frozen=True, slots=True)
 class SourceFile:
     """A regular file found under a root, with the sidecar caption next to it, if any."""
 
-    path: Path
-    root: Path
+    path: Path | Location
+    root: Path | Location
     size: int
     mtime_ns: int
-    sidecar: Path | None = None
+    sidecar: Path | Location | None = None
     sidecar_mtime_ns: int | None = None  # the newest of the caption and metadata sidecars
-    metadata_sidecar: Path | None = None
+    metadata_sidecar: Path | Location | None = None
+    version: str | None = None  # the store's identity of the object and its sidecars (None for local files)
 
     @property
     def extension(self) -> str:
@@ -65,7 +95,7 @@ def walk(
     """
     report = on_error or (lambda _path, _reason: None)
     text_exts = frozenset(text_extensions)
-    media_exts = image_extensions() | UNSUPPORTED_IMAGE_EXTENSIONS | SVG_EXTENSIONS | AUDIO_EXTENSIONS
+    media_exts = media_extensions()
     seen_dirs: set[tuple[int, int]] = set()
     for root in roots:
         root = root.absolute()
@@ -120,41 +150,47 @@ def _walk_dir(
         elif stat.S_ISREG(entry_info.st_mode):
             files[entry.name] = entry_info
 
-    media_stems = {os.path.splitext(name)[0] for name in files if os.path.splitext(name)[1].lower() in media_exts}
-    for name, file_info in files.items():
-        stem, ext = os.path.splitext(name)
-        if ext.lower() in text_exts and stem in media_stems:
-            continue  # a sidecar: it travels with its media file
-        if ext.lower() == ".json" and any(other != name and other.startswith(f"{stem}.") for other in files):
-            continue  # a metadata sidecar
-        sidecar, sidecar_mtime = _find_sidecar(stem, ext.lower(), files, text_exts, media_exts)
-        metadata = files.get(f"{stem}.json")
-        if metadata is not None:
-            sidecar_mtime = max(sidecar_mtime or 0, metadata.st_mtime_ns)
+    for name, sidecar, metadata in pair_sidecars(files, text_exts=text_exts, media_exts=media_exts):
+        times = [files[other].st_mtime_ns for other in (sidecar, metadata) if other is not None]
         yield SourceFile(
             path=directory / name,
             root=root,
-            size=file_info.st_size,
-            mtime_ns=file_info.st_mtime_ns,
+            size=files[name].st_size,
+            mtime_ns=files[name].st_mtime_ns,
             sidecar=directory / sidecar if sidecar else None,
-            sidecar_mtime_ns=sidecar_mtime,
-            metadata_sidecar=directory / f"{stem}.json" if metadata is not None else None,
+            sidecar_mtime_ns=max(times) if times else None,
+            metadata_sidecar=directory / metadata if metadata else None,
         )
     for subdir in subdirs:
         yield from _walk_dir(subdir, root, text_exts, media_exts, include_hidden, seen_dirs, report)
 
 
+def pair_sidecars(
+    names: Collection[str], *, text_exts: frozenset[str], media_exts: frozenset[str]
+) -> Iterator[tuple[str, str | None, str | None]]:
+    """``(file, caption sidecar, metadata sidecar)`` for each name of one folder that is not itself a sidecar.
+
+    A text file named like a media file beside it (``photo.txt`` next to ``photo.jpg``) is that file's caption;
+    ``photo.json`` is its metadata (clip-retrieval's convention).
+    """
+    media_stems = {os.path.splitext(name)[0] for name in names if os.path.splitext(name)[1].lower() in media_exts}
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in text_exts and stem in media_stems:
+            continue  # a sidecar: it travels with its media file
+        if ext.lower() == ".json" and any(other != name and other.startswith(f"{stem}.") for other in names):
+            continue  # a metadata sidecar
+        metadata = f"{stem}.json" if f"{stem}.json" in names else None
+        yield name, _find_sidecar(stem, ext.lower(), names, text_exts, media_exts), metadata
+
+
 def _find_sidecar(
-    stem: str,
-    ext: str,
-    files: dict[str, os.stat_result],
-    text_exts: frozenset[str],
-    media_exts: frozenset[str],
-) -> tuple[str | None, int | None]:
+    stem: str, ext: str, names: Collection[str], text_exts: frozenset[str], media_exts: frozenset[str]
+) -> str | None:
     if ext not in media_exts:
-        return None, None
+        return None
     for text_ext in sorted(text_exts):
         for candidate in (stem + text_ext, stem + text_ext.upper()):
-            if candidate in files:
-                return candidate, files[candidate].st_mtime_ns
-    return None, None
+            if candidate in names:
+                return candidate
+    return None

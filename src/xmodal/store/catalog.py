@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from xmodal.errors import CatalogInUseError
@@ -62,6 +62,7 @@ class FileState:
     modality: str | None
     has_text: bool
     ocr_read: bool = False  # an image the OCR stage has read (with or without finding text)
+    source_version: str | None = None  # the store's identity of the object (None for local files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class ItemRecord:
     user_metadata: dict[str, Any] | None = None
     status: str = ItemStatus.OK
     error: str | None = None
+    source_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,7 @@ class Catalog:
             Item.modality,
             Item.caption.is_not(None) | Item.transcript.is_not(None) | (Item.modality == "text"),
             Item.ocr_engine.is_not(None),
+            Item.source_version,
         )
         with self.session() as session:
             if paths is None:
@@ -176,7 +179,7 @@ class Catalog:
                 rows = [
                     row for part in _chunks(list(paths)) for row in session.execute(query.where(Item.path.in_(part)))
                 ]
-        return {row[0]: FileState(*row[1:6], row[6], bool(row[7]), bool(row[8])) for row in rows}
+        return {row[0]: FileState(*row[1:6], row[6], bool(row[7]), bool(row[8]), row[9]) for row in rows}
 
     def spaces_by_item(self) -> dict[int, set[str]]:
         """Item id -> the spaces it has at least one vector in."""
@@ -277,7 +280,9 @@ class Catalog:
         """How many items lie at or under ``root``, and the ids of those whose path is not in ``keep`` (their
         files are gone). The indexer decides whether to delete them (:meth:`delete_items`)."""
         with self.session() as session:
-            rows = session.execute(select(Item.id, Item.path).where(under_folder(root))).all()
+            prefix = root.rstrip("/")
+            samples = and_(Item.path >= f"{prefix}#", Item.path < f"{prefix}$")  # a WebDataset shard's samples
+            rows = session.execute(select(Item.id, Item.path).where(or_(under_folder(root), samples))).all()
         return len(rows), [item_id for item_id, path in rows if path not in keep]
 
     def delete_items(self, item_ids: Sequence[int]) -> tuple[int, dict[str, list[int]]]:

@@ -44,6 +44,8 @@ class Item(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     sidecar_path: Mapped[str | None] = mapped_column(String(4096))
     sidecar_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    # a bucket object's ETag / generation / version id (with its sidecars'), or a WebDataset sample's shard
+    source_version: Mapped[str | None] = mapped_column(String(1024))
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     duration: Mapped[float | None] = mapped_column(Float)

@@ -3,24 +3,30 @@ thumbnail work waits for a slot of the search concurrency limit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from xmodal.api import thumbnails
 from xmodal.api.deps import EngineDep
 from xmodal.api.files import open_served
 from xmodal.api.schemas import ErrorBody, ItemBody
+from xmodal.config import Settings
 from xmodal.engine import Engine
 from xmodal.errors import DecodeError
-from xmodal.store.models import Item
+from xmodal.indexer.remote import RemotePath, is_remote
+from xmodal.indexer.sources import Location
+from xmodal.indexer.webdataset import SampleMember
+from xmodal.store.models import Item, ItemStatus
 
 router = APIRouter(prefix="/items", tags=["items"], responses={404: {"model": ErrorBody}})
 
+_CHUNK = 1 << 20  # bytes per chunk when streaming from a store
 ItemId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="Catalog id of the item.")]
 
 
@@ -31,10 +37,13 @@ def get_item(item_id: ItemId, engine: EngineDep) -> ItemBody:
 
 
 @router.api_route("/{item_id}/content", methods=["GET", "HEAD"], response_class=FileResponse)
-async def get_content(item_id: ItemId, request: Request, engine: EngineDep) -> FileResponse:
-    """The item's file, as indexed, shown in the browser (``inline``); HEAD answers its headers only."""
+async def get_content(item_id: ItemId, request: Request, engine: EngineDep) -> Response:
+    """The item's file, as indexed, shown in the browser (``inline``); HEAD answers its headers only. Items from a
+    bucket or a WebDataset shard are streamed from the store."""
     async with request.app.state.search_slots:
         item = await run_in_threadpool(engine.item, item_id)
+        if _remote_location(item) is not None:
+            return await run_in_threadpool(_remote_content, item, engine.settings)
         opened = await run_in_threadpool(open_served, item)
     return FileResponse(
         opened.path,
@@ -78,6 +87,17 @@ async def get_thumbnail(
 
 def _thumbnail(engine: Engine, item: Item, side: int, version: str) -> bytes:
     path = thumbnails.cached(engine.settings.home / "thumbnails", item.id, side, version)
+    location = _remote_location(item)
+    if location is not None:  # a bucket object or a shard's sample
+        if path.is_file():
+            return path.read_bytes()
+        try:
+            data = _served_remote(item, location).read_at_most(engine.settings.max_file_bytes)
+            jpeg = thumbnails.render(data, side, engine.settings.max_image_pixels)
+        except (OSError, DecodeError) as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id}'s file can no longer be read.") from exc
+        thumbnails.store(path, jpeg)
+        return jpeg
     opened = open_served(item)  # checked on every request: the file may have gone, or left its folder
     try:
         if path.is_file():
@@ -97,3 +117,41 @@ def _matches(header: str | None, etag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``etag`` (or ``*``)."""
     tags = {tag.strip().removeprefix("W/") for tag in (header or "").split(",")}
     return etag in tags or "*" in tags
+
+
+def _remote_location(item: Item) -> RemotePath | SampleMember | None:
+    """Where a bucket object or a shard's sample is read from; ``None`` for a local file."""
+    if item.source and item.path.startswith(f"{item.source}#"):
+        return SampleMember(item.path, "media")
+    return RemotePath(item.path) if is_remote(item.path) else None
+
+
+def _served_remote(item: Item, location: Location) -> Location:
+    if item.status != ItemStatus.OK:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id} was not indexed ({item.error}).")
+    return location
+
+
+def _remote_content(item: Item, settings: Settings) -> Response:
+    """A bucket item's bytes streamed from the store, or a redirect to a presigned URL when
+    ``XMODAL_PRESIGNED_URLS`` allows and the store can sign; a shard's sample is streamed from its shard."""
+    location = _remote_location(item)
+    assert location is not None
+    _served_remote(item, location)
+    if settings.presigned_urls and isinstance(location, RemotePath):
+        url = location.sign(settings.presigned_url_seconds)
+        if url is not None:
+            return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    try:
+        handle = location.open()
+    except OSError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Item {item.id} can no longer be read: {exc}") from exc
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+
+    media_type = item.media_type or "application/octet-stream"
+    disposition = f'inline; filename="{location.name.replace(chr(34), "")}"'
+    return StreamingResponse(chunks(), media_type=media_type, headers={"Content-Disposition": disposition})
