@@ -7,14 +7,15 @@ import binascii
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from xmodal.api.deps import EngineDep
-from xmodal.api.schemas import ContributionBody, PartBody, SearchHit, SearchRequest, SearchResponseBody
+from xmodal.api.responses import json_response
+from xmodal.api.schemas import PartBody, SearchRequest, SearchResponseBody
 from xmodal.api.uploads import check_declared_size, read_body
 from xmodal.engine import Engine
 from xmodal.search.query import QueryPart, SearchResult
@@ -52,7 +53,7 @@ _REQUEST_BODY = {
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={413: {"description": "Body too large"}, 415: {"description": "Unsupported content type"}},
 )
-async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
+async def search(request: Request, engine: EngineDep) -> Response:
     """Search by text (JSON body), or by image and/or audio (multipart upload, fields ``image``, ``audio``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limit = engine.settings.max_upload_bytes
@@ -67,9 +68,9 @@ async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
             "Send application/json with a 'text' field, or multipart/form-data with an 'image' file.",
         )
     async with request.app.state.search_slots:  # past a few at once, queries only fight over the CPU and the GIL
-        response = await run_in_threadpool(_run, engine, params)
-    request.app.state.metrics.observe_search(response.timings)
-    return response
+        body, timings = await run_in_threadpool(_run, engine, params)
+    request.app.state.metrics.observe_search(timings)
+    return json_response(body)
 
 
 def _json_params(body: bytes) -> dict[str, Any]:
@@ -161,40 +162,43 @@ async def _upload(field: object, name: str, limit: int) -> bytes | None:
     return data
 
 
-def _run(engine: Engine, params: dict[str, Any]) -> SearchResponseBody:
+def _run(engine: Engine, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The response body (the shape of ``SearchResponseBody``, as plain values) and the stage timings."""
     query = engine.build_query(**params)
     response = engine.query(query)
-    return SearchResponseBody(
-        results=[_hit(result) for result in response.results],
-        spaces_searched=response.spaces_searched,
-        spaces_unavailable=response.spaces_unavailable,
-        next_cursor=response.next_cursor,
-        timings=response.timings,
-    )
+    body = {
+        "results": [_hit(result) for result in response.results],
+        "spaces_searched": response.spaces_searched,
+        "spaces_unavailable": response.spaces_unavailable,
+        "next_cursor": response.next_cursor,
+        "timings": response.timings,
+    }
+    return body, response.timings
 
 
-def _hit(result: SearchResult) -> SearchHit:
-    return SearchHit(
-        id=result.item_id,
-        score=result.score,
-        modality=result.modality,
-        path=result.path,
-        media_type=result.media_type,
-        caption=result.caption,
-        text_excerpt=result.text_excerpt,
-        metadata=result.metadata,
-        width=result.width,
-        height=result.height,
-        space_scores=result.space_scores,
-        match=result.match,
-        content_url=f"/items/{result.item_id}/content",
-        thumbnail_url=f"/items/{result.item_id}/thumbnail" if result.modality == "image" else None,
-        time_span=result.time_span,
-        transcript=result.transcript,
-        duration=result.duration,
-        duplicates=list(result.duplicates),
-        explanation=[ContributionBody(**asdict(c)) for c in result.explanation] if result.explanation else None,
-    )
+def _hit(result: SearchResult) -> dict[str, Any]:
+    """One ``SearchHit``, built as a dict (validating our own output again would only cost time)."""
+    return {
+        "id": result.item_id,
+        "score": result.score,
+        "modality": result.modality,
+        "path": result.path,
+        "media_type": result.media_type,
+        "caption": result.caption,
+        "text_excerpt": result.text_excerpt,
+        "metadata": result.metadata,
+        "width": result.width,
+        "height": result.height,
+        "space_scores": result.space_scores,
+        "match": result.match,
+        "content_url": f"/items/{result.item_id}/content",
+        "thumbnail_url": f"/items/{result.item_id}/thumbnail" if result.modality == "image" else None,
+        "time_span": result.time_span,
+        "transcript": result.transcript,
+        "duration": result.duration,
+        "duplicates": list(result.duplicates),
+        "explanation": [asdict(c) for c in result.explanation] if result.explanation else None,
+    }
 
 
 def _describe(exc: ValidationError) -> str:
