@@ -1,18 +1,27 @@
-"""Query latency and throughput of the real HTTP server, at concurrency 1, 4 and 16, and its memory.
+"""Query latency and throughput of the real HTTP server, side by side with clip-retrieval's back end.
 
-    python benchmarks/query_latency.py            # 300 requests per concurrency level
-    python benchmarks/query_latency.py --quick    # 100
+    python benchmarks/query_latency.py --peer                # xmodal vs clip-retrieval 2.45.0 back, same data
+    python benchmarks/query_latency.py --peer --seconds 10   # shorter levels
+    python benchmarks/query_latency.py --quick               # the Tux Paint run: 100 requests per level
 
-Indexes the Tux Paint stamps (Debian ``tuxpaint-stamps-default``: 800 images with captions, found through their
-captions by the real MiniLM ``text`` space) into a scratch home, starts ``xmodal serve`` as a subprocess on a free
-loopback port, and sends text queries (words from the captions) with httpx, ``c`` at a time. Prints QPS and
-p50/p95/p99 latency per level, the server's resident memory, and the indexes' bytes per vector.
+``--peer``: the clip-retrieval peer harness's data (``/work/shared/peers/clip-retrieval``: its ``gen_images.py``
+images with captions, its ``make_ckpt.py`` random ViT-B-32) indexed by xmodal into ``--work``, then ``xmodal serve``
+driven by the harness's load client (``load_client.py``: the same query texts, a new connection per request) at
+concurrency 1, 4, 8 and 16 for ``/knn-service`` (index ``clip``) and ``/search`` (fused over every space that can
+answer, k = 20). When the peer's venv is there (``--peer-venv``, built as its INSTALL.md says), the same invocation
+first serves the same vectors with ``clip-retrieval back`` (ids only) and load-tests it the same way, and prints
+xmodal / peer ratios. Every query text is new (no cache on either side helps) unless ``--repeat-queries``.
+
+Without ``--peer``: indexes the Tux Paint stamps (Debian ``tuxpaint-stamps-default``: 800 images with captions,
+found through their captions by the real MiniLM ``text`` space) into a scratch home, starts ``xmodal serve`` and
+sends text queries to ``/search`` with httpx, ``c`` at a time; QPS and p50/p95/p99 per level, the server's memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import socket
@@ -21,13 +30,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import load_client
+import peer_back
 from common import write_result
 from tuxpaint import DEFAULT_STAMPS
 
 LEVELS = (1, 4, 16)
+PEER_LEVELS = (1, 4, 8, 16)
+HARNESS = Path("/work/shared/peers/clip-retrieval")
 
 
 def _free_port() -> int:
@@ -50,13 +65,13 @@ def _tree_rss_bytes(pid: int) -> int:
     return _rss_bytes(pid) + sum(_tree_rss_bytes(kid) for kid in kids)
 
 
-def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout_s: float = 300, probe: str = "/healthz") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with code {server.returncode}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}{probe}", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.2)  # polling a starting server's port; nothing else to wait on
@@ -102,7 +117,17 @@ def main() -> None:
     parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
     parser.add_argument("--workers", type=int, default=1, help="server processes (xmodal serve --workers)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/)")
+    parser.add_argument("--peer", action="store_true", help="the side-by-side run with clip-retrieval's back")
+    parser.add_argument("--harness", type=Path, default=HARNESS, help="the peer harness folder")
+    parser.add_argument("--peer-venv", type=Path, default=None, help="its venv (default: HARNESS/venv)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/xmodal-peer-bench"), help="data, homes, logs")
+    parser.add_argument("--images", type=int, default=2000, help="images the harness generates")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per concurrency level")
+    parser.add_argument("--repeat-queries", action="store_true", help="cycle 200 texts (the query cache helps)")
     args = parser.parse_args()
+    if args.peer:
+        peer_main(args)
+        return
     if not args.stamps.is_dir():
         raise SystemExit(f"{args.stamps} is missing: apt install tuxpaint-stamps-default")
     requests = 100 if args.quick else 300
@@ -150,6 +175,127 @@ def main() -> None:
     }
     path = write_result(name, payload, args.out)
     print(f"wrote {path}")
+
+
+def _prepare_data(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The harness's images and random checkpoint under ``--work`` (made once, then reused)."""
+    images, checkpoint = args.work / "images", args.work / "vitb32_random_seed0.pt"
+    args.work.mkdir(parents=True, exist_ok=True)
+    if len(list(images.glob("*.jpg"))) < args.images:
+        gen = [sys.executable, args.harness / "gen_images.py", images, str(args.images), "1234", "2"]
+        subprocess.run(gen, check=True)
+    if not checkpoint.is_file():
+        subprocess.run([sys.executable, args.harness / "make_ckpt.py", checkpoint, "0"], check=True)
+    return images, checkpoint
+
+
+def _load(name: str, target: load_client.Target, texts: Iterator[str], seconds: float) -> list[dict[str, Any]]:
+    for _ in range(5):  # warm up, not counted
+        target.request(next(texts))
+    rows = []
+    for level in PEER_LEVELS:
+        row = {"server": name, **load_client.run_level(target, texts, level, seconds)}
+        print(f"  {name:<34} c={level:<3} {row['qps']:7.2f} QPS  p50 {row.get('p50_ms', 0):7.1f} ms  "
+              f"p99 {row.get('p99_ms', 0):7.1f} ms  errors {row['errors']}", flush=True)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _texts(args: argparse.Namespace) -> Iterator[str]:
+    return itertools.cycle(load_client.make_queries(200)) if args.repeat_queries else load_client.fresh_texts()
+
+
+def peer_main(args: argparse.Namespace) -> None:
+    images, checkpoint = _prepare_data(args)
+    home = args.work / "xhome"
+    env = {
+        **os.environ,
+        "XMODAL_HOME": str(home),
+        "XMODAL_CLIP_ENCODER": f"open_clip:ViT-B-32@{checkpoint}",
+        "XMODAL_SPEECH_MODEL": "",
+        "HF_HUB_OFFLINE": "1",
+    }
+    if not args.repeat_queries:
+        env["XMODAL_QUERY_CACHE_SIZE"] = "0"  # every text is new anyway; measure the encoder, not the cache
+    if not (home / "catalog.db").is_file():
+        subprocess.run([sys.executable, "-m", "xmodal", "index", str(images), "--quiet"], env=env, check=True)
+    venv = args.peer_venv or args.harness / "venv"
+    rows: list[dict[str, Any]] = []
+    logs = args.work / "logs"
+    logs.mkdir(exist_ok=True)
+    peer_rows: list[dict[str, Any]] = []
+    if (venv / "bin" / "clip-retrieval").is_file():
+        embeddings, index = args.work / "peer_embeddings", args.work / "peer_index"
+        if not (index / "image.index").is_file():
+            from xmodal.engine import Engine
+
+            with Engine.open(home, clip_encoder=env["XMODAL_CLIP_ENCODER"], speech_model="") as engine:
+                print(f"exporting {peer_back.export_vectors(engine, embeddings)} clip vectors for the peer")
+            peer_back.build_index(venv, args.harness, embeddings, index, logs / "peer_index.log")
+        port = _free_port()
+        print(f"clip-retrieval back on 127.0.0.1:{port} (log {logs / 'peer_back.log'})", flush=True)
+        with peer_back.serve(venv, index, checkpoint, port, logs / "peer_back.log", args.harness) as pid:
+            _wait_until_peer(port, pid)
+            target = load_client.Target("127.0.0.1", port, "/knn-service", load_client.knn_body(peer_back.INDEX),
+                                        load_client.knn_check())  # fmt: skip
+            peer_rows = _load("clip-retrieval back (ids only)", target, _texts(args), args.seconds)
+            peer_rss = _tree_rss_bytes(pid)
+        rows.extend(peer_rows)
+    else:
+        print(f"no peer venv at {venv} (see {args.harness / 'INSTALL.md'}): xmodal only", flush=True)
+        peer_rss = 0
+    port = _free_port()
+    serve = [sys.executable, "-m", "xmodal", "serve", "--port", str(port), "--workers", str(args.workers)]
+    with (logs / "xmodal_serve.log").open("w") as log:
+        server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base, server)
+        knn = load_client.Target("127.0.0.1", port, "/knn-service", load_client.knn_body("clip"),
+                                 load_client.knn_check())  # fmt: skip
+        search = load_client.Target("127.0.0.1", port, "/search", load_client.search_body(), load_client.search_check())
+        rows.extend(_load("xmodal /knn-service", knn, _texts(args), args.seconds))
+        rows.extend(_load("xmodal /search (fused)", search, _texts(args), args.seconds))
+        xmodal_rss = _tree_rss_bytes(server.pid)
+        spaces = httpx.post(f"{base}/search", json={"text": "a red circle", "k": 1}, timeout=60).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    print(f"\n/search answered from {spaces.get('spaces_searched')}; unavailable: {spaces.get('spaces_unavailable')}")
+    _print_table(rows, peer_rows)
+    name = "query_latency_peer" + (f"_{args.workers}workers" if args.workers > 1 else "")
+    payload = {
+        "seconds_per_level": args.seconds,
+        "workers": args.workers,
+        "repeat_queries": args.repeat_queries,
+        "images": len(list(images.glob("*.jpg"))),
+        "rows": rows,
+        "server_rss_bytes": {"xmodal": xmodal_rss, "clip-retrieval back": peer_rss},
+        "search_spaces": spaces.get("spaces_searched"),
+    }
+    print(f"wrote {write_result(name, payload, args.out)}")
+
+
+def _wait_until_peer(port: int, pid: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            raise SystemExit("clip-retrieval back exited; see its log")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/indices-list", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)  # polling a starting server's port; nothing else to wait on
+    raise SystemExit("clip-retrieval back did not come up")
+
+
+def _print_table(rows: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) -> None:
+    peer = {row["concurrency"]: row["qps"] for row in peer_rows}
+    print(f"\n{'server':<34} {'c':>3} {'QPS':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'x peer':>7}")
+    for row in rows:
+        ratio = f"{row['qps'] / peer[row['concurrency']]:.2f}" if peer.get(row["concurrency"]) else "-"
+        print(f"{row['server']:<34} {row['concurrency']:>3} {row['qps']:7.2f} {row.get('p50_ms', 0):8.1f} "
+              f"{row.get('p95_ms', 0):8.1f} {row.get('p99_ms', 0):8.1f} {row['errors']:>6} {ratio:>7}")  # fmt: skip
 
 
 if __name__ == "__main__":

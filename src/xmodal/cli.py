@@ -360,11 +360,15 @@ def serve(
 
     from xmodal.api.app import create_app
 
+    settings = _settings(home)
+    if settings.torch_threads is None:  # the encoders of all workers share the machine's cores
+        settings = settings.model_copy(update={"torch_threads": max(1, (os.cpu_count() or 1) // workers)})
     if workers == 1:
-        uvicorn.run(create_app(_settings(home)), host=host, port=port)
+        uvicorn.run(create_app(settings), host=host, port=port)
         return
     if home is not None:  # worker processes build their settings from the environment
         os.environ["XMODAL_HOME"] = str(home)
+    os.environ["XMODAL_TORCH_THREADS"] = str(settings.torch_threads)
     uvicorn.run("xmodal.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 

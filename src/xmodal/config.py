@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ByteSize, Field, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, NonNegativeInt, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CLIP_ENCODER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
@@ -238,9 +238,20 @@ class Settings(BaseSettings):
         description="Hosts the server may fetch a clip-retrieval `image_url` from; empty: fetching is off.",
     )
     query_batch_wait_ms: float = Field(
-        default=2.0, ge=0, description="Text query encodes arriving within this many ms are batched; 0: off."
+        default=2.0,
+        ge=0,
+        description="Under load, how long the encoder thread waits for more text queries to batch (an idle server "
+        "encodes at once); 0: no encoder thread, each query encodes on its own.",
     )
     query_batch_max: PositiveInt = Field(default=32, description="Largest batch of query encodes.")
+    query_cache_size: NonNegativeInt = Field(
+        default=4096, description="Text query vectors kept per server process (LRU by space, model, text); 0: off."
+    )
+    torch_threads: PositiveInt | None = Field(
+        default=None,
+        description="torch intra-op threads of a serving process; unset: the machine's CPUs shared among the "
+        "`serve --workers`.",
+    )
     search_concurrency: PositiveInt = Field(
         default=4, description="Searches the server runs at once; more wait their turn (their encodes still batch)."
     )

@@ -156,6 +156,7 @@ class Engine:
         return cls(settings, catalog, SpaceSet.from_settings(settings, catalog, build_encoder))
 
     def close(self) -> None:
+        self._searcher.close()
         self.spaces.save()
         self.catalog.close()
 

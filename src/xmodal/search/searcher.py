@@ -19,6 +19,7 @@ from xmodal.errors import ConfigError, InvalidQueryError, NotFoundError, Weights
 from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
 from xmodal.search.cursors import CursorSigner
+from xmodal.search.embedding_cache import QueryEmbeddingCache
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
 from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
 from xmodal.search.query import (
@@ -114,10 +115,23 @@ class Searcher:
             raise ConfigError(f"XMODAL_LEXICAL_LANGUAGE: {exc}.") from exc
         wait_s = settings.query_batch_wait_ms / 1000
         self._batchers = {
-            space.name: EncodeBatcher(space.encoder.encode_texts, wait_s=wait_s, max_texts=settings.query_batch_max)
+            space.name: EncodeBatcher(
+                space.encoder.encode_texts, wait_s=wait_s, max_texts=settings.query_batch_max, name=space.name
+            )
             for space in spaces
             if Modality.TEXT in space.encoder.modalities
         }
+        self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
+
+    @property
+    def encode_batchers(self) -> dict[str, EncodeBatcher]:
+        """Space name -> the batcher of its text query encodes."""
+        return dict(self._batchers)
+
+    def close(self) -> None:
+        """Stop the encoder threads."""
+        for batcher in self._batchers.values():
+            batcher.close()
 
     @property
     def lexical_enabled(self) -> bool:
@@ -252,7 +266,14 @@ class Searcher:
             run.response.spaces_unavailable[space.name] = str(exc).splitlines()[0]
             run.unavailable.append(exc)
             return None
-        return encode_part(space, part, self._batchers.get(space.name))
+        if part.kind is not PartKind.TEXT:
+            return encode_part(space, part)
+        key = (space.name, space.encoder.fingerprint, str(part.value))
+        vector = self.query_cache.get(key)
+        if vector is None:
+            vector = encode_part(space, part, self._batchers.get(space.name))
+            self.query_cache.put(key, vector)
+        return vector
 
     def _item_vector(self, space: VectorSpace, item_id: int) -> np.ndarray | None:
         index = space.stored_index()

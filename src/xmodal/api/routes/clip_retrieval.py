@@ -16,12 +16,13 @@ import binascii
 import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from xmodal.api.deps import EngineDep
 from xmodal.api.fetch import fetch_image
+from xmodal.api.responses import json_response
 from xmodal.api.schemas import ErrorBody, KnnRequest, MetadataRequest
 from xmodal.api.uploads import read_body
 from xmodal.config import Settings
@@ -56,14 +57,14 @@ def front_config(request: Request, engine: EngineDep) -> dict[str, str]:
 
 
 @router.post("/knn-service", openapi_extra={"requestBody": _JSON_BODY}, response_model=list[dict[str, Any]])
-async def knn_service(request: Request, engine: EngineDep) -> list[dict[str, Any]]:
+async def knn_service(request: Request, engine: EngineDep) -> Response:
     """Nearest items of one space; the shapes of clip-retrieval's `/knn-service`."""
     body = _parse(KnnRequest, await read_body(request, engine.settings.max_upload_bytes))
     space = _space(engine, body.indice_name)
     image = await _image(body, engine.settings)
     base = str(request.base_url).rstrip("/")
     async with request.app.state.search_slots:
-        return await run_in_threadpool(_knn, engine, body, space, image, base)
+        return json_response(await run_in_threadpool(_knn, engine, body, space, image, base))
 
 
 @router.post("/metadata", openapi_extra={"requestBody": _METADATA_BODY}, response_model=list[dict[str, Any]])

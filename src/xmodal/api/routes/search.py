@@ -7,13 +7,14 @@ import binascii
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from xmodal.api.deps import EngineDep
+from xmodal.api.responses import json_response
 from xmodal.api.schemas import ContributionBody, OcrMatchBody, PartBody, SearchHit, SearchRequest, SearchResponseBody
 from xmodal.api.uploads import check_declared_size, read_body
 from xmodal.engine import Engine
@@ -52,7 +53,7 @@ _REQUEST_BODY = {
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={413: {"description": "Body too large"}, 415: {"description": "Unsupported content type"}},
 )
-async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
+async def search(request: Request, engine: EngineDep) -> Response:
     """Search by text (JSON body), or by image and/or audio (multipart upload, fields ``image``, ``audio``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limit = engine.settings.max_upload_bytes
@@ -67,9 +68,9 @@ async def search(request: Request, engine: EngineDep) -> SearchResponseBody:
             "Send application/json with a 'text' field, or multipart/form-data with an 'image' file.",
         )
     async with request.app.state.search_slots:  # past a few at once, queries only fight over the CPU and the GIL
-        response = await run_in_threadpool(_run, engine, params)
-    request.app.state.metrics.observe_search(response.timings)
-    return response
+        body, timings = await run_in_threadpool(_run, engine, params)
+    request.app.state.metrics.observe_search(timings)
+    return json_response(body)
 
 
 def _json_params(body: bytes) -> dict[str, Any]:
@@ -161,10 +162,11 @@ async def _upload(field: object, name: str, limit: int) -> bytes | None:
     return data
 
 
-def _run(engine: Engine, params: dict[str, Any]) -> SearchResponseBody:
+def _run(engine: Engine, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The response body (the shape of ``SearchResponseBody``, as plain values) and the stage timings."""
     query = engine.build_query(**params)
     response = engine.query(query)
-    return SearchResponseBody(
+    body = SearchResponseBody(
         results=[_hit(result) for result in response.results],
         spaces_searched=response.spaces_searched,
         spaces_unavailable=response.spaces_unavailable,
@@ -172,6 +174,7 @@ def _run(engine: Engine, params: dict[str, Any]) -> SearchResponseBody:
         next_cursor=response.next_cursor,
         timings=response.timings,
     )
+    return body.model_dump(mode="json"), response.timings
 
 
 def _hit(result: SearchResult) -> SearchHit:
