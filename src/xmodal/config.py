@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     )
     index_hnsw_m: PositiveInt = Field(default=32, description="Neighbours per HNSW node.")
     index_compact_ratio: float = Field(
-        default=0.1, gt=0, description="Rebuild an HNSW/IVF index once removed vectors pass this share of live ones."
+        default=0.1, gt=0, description="Rewrite a segment once its deleted vectors pass this share of it."
     )
     index_tune_queries: PositiveInt = Field(default=200, description="Sample queries used to tune search effort.")
     vector_dtype: VectorDtype = Field(
