@@ -154,6 +154,8 @@ def make_settings(home: Path, clip_dir: Path, clap_dir: Path | None = None, **ov
         # Random-weight encoders map different images to nearly the same vector: no duplicate folding in tests
         # except where a test turns it on.
         "collapse_duplicates": False,
+        # Tests compare with brute force over the vectors as encoded; float16 storage (the default) is tested apart.
+        "vector_dtype": "float32",
         # OCR loads its own models per engine: off except in the tests that read words (tests/indexer/test_ocr.py)
         "ocr": False,
     }

@@ -79,7 +79,9 @@ def test_no_extra_installs_a_second_faiss_beside_faiss_cpu() -> None:
 
 def test_compose_builds_the_image_once() -> None:
     compose_spec = pytest.importorskip("compose_spec")
-    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda match: match.group(2), (DOCKER / "compose.yaml").read_text())
+    text = (DOCKER / "compose.yaml").read_text()
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda match: match.group(2), text)
+    text = re.sub(r"\$\{(\w+):\?[^}]*\}", "/media", text)  # a required variable: any value will do here
     services = compose_spec.PyCompose.from_yaml(text).to_dict()["services"]
     built = [name for name, service in services.items() if "build" in service]
     assert built == ["api"]

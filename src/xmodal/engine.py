@@ -405,9 +405,7 @@ class Engine:
         if publish:
             try:
                 with index_lock(self.settings.home, self.catalog):
-                    for space in self.spaces:
-                        space.reconcile()  # opens the writer of a space with queued deletions
-                    self.spaces.save()
+                    self.spaces.save(apply_queued=True)
                     self.spaces.release_writers()
             except IndexLockedError:
                 pass  # the running indexer applies the queued deletions at its next publication

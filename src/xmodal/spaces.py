@@ -125,7 +125,7 @@ class VectorSpace:
             return True
         if manifest_stamp(self.directory) == self._stamp:
             return False
-        if wait:
+        if wait or self._snapshot is None:  # nothing to answer from yet: the first publication is worth the wait
             with self._lock:
                 self._load()
             return True
@@ -240,15 +240,20 @@ class VectorSpace:
                 self._writer.adopt_fingerprint(self._adopt_fingerprint)
         return self._writer
 
-    def save(self, *, final: bool = False) -> bool:
+    def save(self, *, final: bool = False, apply_queued: bool = False) -> bool:
         """Publish what this process wrote, with the deletions queued in the catalog; True if it published.
 
-        Only a process that opened the writer publishes (a server never does). ``final``: the end of a run, when
-        merges too large for a checkpoint run.
+        Only a process that opened the writer publishes (a server never does); ``apply_queued``: the caller holds
+        the writer lock and publishes queued deletions even if it wrote nothing (a prune). ``final``: the end of a
+        run, when merges too large for a checkpoint run.
         """
         writer = self._writer
         if writer is None:
-            return False
+            if not apply_queued or read_manifest(self.directory) is None:
+                return False
+            if not self.catalog.has_queued_deletions(self.name):
+                return False
+            writer = self._open_writer()
         queued = self.catalog.has_queued_deletions(self.name)
         if not (writer.dirty or queued or (final and writer.needs_merge(final=True))):
             return False
@@ -328,10 +333,10 @@ class SpaceSet:
     def names(self) -> list[str]:
         return list(self._spaces)
 
-    def save(self, *, final: bool = False) -> None:
-        """Publish every space this process wrote to (the writer lock's holder only)."""
+    def save(self, *, final: bool = False, apply_queued: bool = False) -> None:
+        """Publish every space this process wrote to (and, with ``apply_queued``, queued deletions: lock holder)."""
         for space in self:
-            space.save(final=final)
+            space.save(final=final, apply_queued=apply_queued)
 
     def refresh(self, *, wait: bool = False) -> None:
         """Pick up publications another process made since they were loaded."""

@@ -126,4 +126,5 @@ def test_a_running_server_picks_up_a_new_index_without_reopening(
         (root / "late.txt").write_text("a lighthouse on the harbor")
         with Engine.open(settings=settings, build_encoder=encoder_pool) as nightly:
             nightly.index([root])
+        server.reload()  # a newer publication is otherwise swapped in by a background load, not inside a query
         assert "late.txt" in {Path(r.path).name for r in server.search("lighthouse", k=10, space="text")}

@@ -202,7 +202,7 @@ class Indexer:
             status = "finished"
         finally:
             listing.close()
-            self.spaces.save(final=True)
+            self.spaces.save(final=True, apply_queued=True)
             self.progress.finish()
             report.timings["total_s"] = time.perf_counter() - started
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())

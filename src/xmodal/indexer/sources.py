@@ -47,7 +47,7 @@ def read_source(path: Path | Location, limit: int) -> bytes:
 
 def media_extensions() -> frozenset[str]:
     """Extensions of the images and audio files a caption or metadata sidecar can belong to."""
-    return image_extensions() | UNSUPPORTED_IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+    return image_extensions() | UNSUPPORTED_IMAGE_EXTENSIONS | SVG_EXTENSIONS | AUDIO_EXTENSIONS
 
 
 @dataclass(frozen=True, slots=True)

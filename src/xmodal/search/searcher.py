@@ -353,7 +353,8 @@ class Searcher:
         best_vector: dict[tuple[int, Source], int] = {}
         for source, query_vector in run.dense.items():
             index = self.spaces[source.space].stored_index()
-            assert index is not None
+            if index is None:
+                continue  # nothing published in this space yet
             for item_id, pairs in self._space_vectors(run, source.space, item_ids).items():
                 if item_id not in evidence or not pairs:
                     continue
