@@ -77,5 +77,9 @@ def test_the_page_draws_the_matched_words_box(page) -> None:
     first.locator(".name").click()
     detail = page.locator("#detail")
     expect(detail.locator(".ocr-box").first).to_be_visible()
+    # the detail rendition is fetched after the dialog opens: measure once it has loaded
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#detail img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
     assert _inside(detail.locator(".ocr-box").first.bounding_box(), detail.locator("img").bounding_box())
     expect(detail).to_contain_text("words in the image")
