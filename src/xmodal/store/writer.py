@@ -162,10 +162,10 @@ class SpaceWriter:
                 break
             segment = self._segment(info)
             held, rows = segment.rows_of(ids)
-            held &= ~found
+            fresh = ~found[held]  # of the ids this segment holds, those not found in a newer place
+            held[np.flatnonzero(held)[~fresh]] = False
             if held.any():
-                _, rows = segment.rows_of(ids[held])
-                out[held] = segment.vectors(rows)
+                out[held] = segment.vectors(rows[fresh])
                 found |= held
         if len(dead):
             found &= ~np.isin(ids, dead)
