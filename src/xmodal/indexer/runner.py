@@ -36,6 +36,7 @@ from xmodal.indexer.reader import (
     reusable_original,
 )
 from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots
+from xmodal.indexer.webdataset import VanishedShards
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -198,7 +199,9 @@ class Indexer:
                 only_ocr = scan.only_ocr(active) if ocr is not None else {}
                 self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
-                report.pruned = self._prune(listing.prune_roots, scan, report, force=force_prune)
+                report.pruned = self._prune(
+                    listing.prune_roots, scan, report, force=force_prune, vanished=listing.vanished
+                )
             status = "finished"
         finally:
             listing.close()
@@ -318,9 +321,18 @@ class Indexer:
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
 
-    def _prune(self, roots: Sequence[str], scan: _Scan, report: IndexReport, *, force: bool) -> int:
-        """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged."""
-        gone: list[int] = []
+    def _prune(
+        self,
+        roots: Sequence[str],
+        scan: _Scan,
+        report: IndexReport,
+        *,
+        force: bool,
+        vanished: Sequence[VanishedShards] = (),
+    ) -> int:
+        """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged, and
+        the samples of shards gone from a set that was listed in full, unless they are too large a share of it."""
+        gone: list[int] = [item_id for group in vanished for item_id in self._vanished_samples(group, report, force)]
         for root in roots:
             total, missing = self.catalog.prune_candidates(root, scan.seen)
             reason = self._prune_refusal(root, scan, total, len(missing), force=force)
@@ -332,6 +344,19 @@ class Indexer:
             gone.extend(missing)
         count, _ = self.catalog.delete_items(gone)
         return count  # their vectors are queued in the catalog; this run's last publication tombstones them
+
+    def _vanished_samples(self, group: VanishedShards, report: IndexReport, force: bool) -> list[int]:
+        ids = [item_id for shard in group.shards for item_id in self.catalog.prune_candidates(shard, set())[1]]
+        limit = self.settings.prune_max_fraction
+        if force or len(ids) <= limit * group.total:
+            return ids
+        reason = (
+            f"{len(group.shards)} of its shards are gone with {len(ids)} of its {group.total} samples, more than "
+            f"XMODAL_PRUNE_MAX_FRACTION={limit}; check the shards, then run again with --force-prune"
+        )
+        report.prunes_skipped.append((group.shard_set, reason))
+        log.warning("not pruning %s: %s", group.shard_set, reason)
+        return []
 
     def _prune_refusal(self, root: str, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
         """Why the items of ``root`` whose files were not seen must stay, or None when they may go."""

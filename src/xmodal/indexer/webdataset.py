@@ -13,14 +13,16 @@ import glob
 import io
 import os
 import posixpath
+import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import fsspec
 from fsspec.core import split_protocol
+from fsspec.utils import glob_translate
 
 from xmodal.errors import ConfigError
 from xmodal.indexer.remote import ListingError, filesystem, identity, is_remote
@@ -154,6 +156,41 @@ def _shard_filesystem(pattern: str) -> tuple[fsspec.AbstractFileSystem, str, str
     return fsspec.filesystem("file"), os.path.abspath(path), None
 
 
+@dataclass(frozen=True, slots=True)
+class VanishedShards:
+    """Shards the catalog holds samples of that a set's globs match but its listing (complete, without an error)
+    no longer found: their samples are gone. ``total``: the catalog's samples of every shard the set matches, for
+    the share prune may take at once."""
+
+    shard_set: str
+    shards: tuple[str, ...]
+    total: int
+
+
+def _matchers(shard_set: ShardSet) -> list[tuple[str | None, re.Pattern[str]]]:
+    """(protocol, compiled glob) of each pattern of the set, as fsspec's glob reads it (``*`` stays in a folder)."""
+    found = []
+    for pattern in _braceexpand(shard_set.pattern):
+        _, path, protocol = _shard_filesystem(pattern)
+        found.append((protocol, re.compile(glob_translate(path))))
+    return found
+
+
+def vanished_shards(shard_set: ShardSet, listed: Collection[str], known: Mapping[str, int]) -> VanishedShards | None:
+    """The known shards (address -> samples in the catalog) that ``shard_set`` names and ``listed`` lacks."""
+    matchers = _matchers(shard_set)
+
+    def named(address: str) -> bool:
+        protocol, path = split_protocol(address)
+        return any(protocol == wanted and matcher.match(path) for wanted, matcher in matchers)
+
+    mine = {address: count for address, count in known.items() if named(address)}
+    gone = tuple(sorted(address for address in mine if address not in listed))
+    if not gone:
+        return None
+    return VanishedShards(shard_set.pattern, gone, sum(mine.values()))
+
+
 def list_shards(shard_set: ShardSet, on_unlisted: ListingError) -> list[Shard]:
     """The shards a set names, with their identities; a pattern that cannot be listed is reported and skipped."""
     shards: list[Shard] = []
@@ -247,15 +284,29 @@ def walk_shards(
     text_extensions: frozenset[str],
     on_unlisted: ListingError,
     on_listed: Callable[[str], None],
+    on_vanished: Callable[[VanishedShards], None] = lambda _: None,
 ) -> Iterator[SourceFile]:
     """The samples of every shard in the set. An unchanged shard yields its samples as the catalog knows them,
     without a read; a shard that cannot be read is reported to ``on_unlisted``; each shard that was listed and
-    read (or known complete) is passed to ``on_listed``, where prune may look."""
+    read (or known complete) is passed to ``on_listed``, where prune may look. Known shards the set's globs match
+    that are no longer there go to ``on_vanished``, only when every pattern of the set was listed without error
+    (a shard named without a glob that is missing is a listing error)."""
     by_shard: dict[str, list[tuple[str, KnownItem]]] = defaultdict(list)
     for path, state in known.items():
         if "#" in path:
             by_shard[path.rpartition("#")[0]].append((path, state))
-    for number, shard in enumerate(list_shards(shard_set, on_unlisted)):
+    failed: list[str] = []
+
+    def unlisted(pattern: str, reason: str) -> None:
+        failed.append(pattern)
+        on_unlisted(pattern, reason)
+
+    shards = list_shards(shard_set, unlisted)
+    if not failed:
+        gone = vanished_shards(shard_set, {shard.address for shard in shards}, {a: len(s) for a, s in by_shard.items()})
+        if gone is not None:
+            on_vanished(gone)
+    for number, shard in enumerate(shards):
         previous = by_shard.get(shard.address, [])
         if _complete(previous, shard):
             on_listed(shard.address)
