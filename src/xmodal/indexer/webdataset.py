@@ -249,8 +249,9 @@ def _complete(previous: list[tuple[str, KnownItem]], shard: Shard) -> bool:
     return head == shard.identity and count.isdigit() and int(count) == len(previous)
 
 
-def _extract(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> list[SourceFile]:
-    """Read ``shard`` once and copy each sample's members to ``directory``; one source file per sample."""
+def extract_shard(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> list[SourceFile]:
+    """Read ``shard`` once, sequentially, and copy each sample's members to ``directory``; one source file per
+    sample, each carrying the shard's version (its identity and its number of samples)."""
     directory.mkdir(parents=True, exist_ok=True)
     files: list[SourceFile] = []
     for number, sample in enumerate(iter_samples(shard.address)):
@@ -273,7 +274,18 @@ def _extract(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> 
                 metadata_sidecar=members.get("metadata"),
             )
         )
-    return files
+    version = f"{shard.identity}{_VERSION_SAMPLES}{len(files)}"
+    return [replace(sample, version=version) for sample in files]
+
+
+def detached(source: SourceFile) -> SourceFile:
+    """``source`` without its scratch copies (to send it to another process, where they do not exist)."""
+
+    def member(value: Any) -> Any:
+        return replace(value, local=None) if isinstance(value, SampleMember) else value
+
+    return replace(source, path=member(source.path), sidecar=member(source.sidecar),
+                   metadata_sidecar=member(source.metadata_sidecar))  # fmt: skip
 
 
 def walk_shards(
@@ -285,6 +297,7 @@ def walk_shards(
     on_unlisted: ListingError,
     on_listed: Callable[[str], None],
     on_vanished: Callable[[VanishedShards], None] = lambda _: None,
+    defer: Callable[[Shard], None] | None = None,
 ) -> Iterator[SourceFile]:
     """The samples of every shard in the set. An unchanged shard yields its samples as the catalog knows them,
     without a read; a shard that cannot be read is reported to ``on_unlisted``; each shard that was listed and
@@ -322,14 +335,15 @@ def walk_shards(
                     version=state.source_version,
                 )
             continue
+        if defer is not None:
+            defer(shard)
+            continue
         try:
-            samples = _extract(shard, scratch() / f"shard-{number:06d}", text_extensions)
+            samples = extract_shard(shard, scratch() / f"shard-{number:06d}", text_extensions)
         except ConfigError:
             raise
         except Exception as exc:  # a truncated or corrupt tar: nothing of it is indexed, nothing of it pruned
             on_unlisted(shard.address, f"cannot read shard {shard.address}: {type(exc).__name__}: {exc}")
             continue
         on_listed(shard.address)
-        version = f"{shard.identity}{_VERSION_SAMPLES}{len(samples)}"
-        for sample in samples:
-            yield replace(sample, version=version)
+        yield from samples
