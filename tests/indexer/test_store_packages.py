@@ -1,5 +1,5 @@
 """gs:// and az:// need a package xmodal does not install (gcsfs, adlfs): without it, the indexer says which one,
-as a usage error (exit 2), before it touches the catalog. With the package installed these tests are skipped (no
+as a usage error (exit 2), and indexes nothing. With the package installed these tests are skipped (no
 emulator for those stores runs here; S3 is tested against moto's server in test_buckets.py)."""
 
 from __future__ import annotations
