@@ -51,11 +51,11 @@ def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
         return fsspec.filesystem(protocol, use_listings_cache=False)
     except (ImportError, ValueError) as exc:
         package = STORE_PACKAGES.get(protocol)
-        remedy = (
-            f"install {package} (pip install {package}), which xmodal does not install for you"
-            if package not in (None, "s3fs")
-            else "install the cloud extra (pip install 'xmodal[cloud]')"
-        )
+        remedies = {
+            "gcsfs": "install gcsfs with the gcs extra (pip install 'xmodal[gcs]', or pip install gcsfs)",
+            "adlfs": "install adlfs (pip install adlfs), which no extra of xmodal installs",
+        }
+        remedy = remedies.get(package or "", "install the cloud extra (pip install 'xmodal[cloud]')")
         raise ConfigError(f"Cannot open {protocol}:// URLs ({exc}): {remedy}.") from exc
 
 
