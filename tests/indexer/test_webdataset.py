@@ -199,3 +199,18 @@ def test_a_shard_named_without_a_glob_that_is_gone_is_an_error_not_a_prune(engin
     assert report.pruned == 0 and not report.ok
     assert [path for path, _ in report.failures] == [f"{tmp_path}/00002.tar"]
     assert engine.catalog.count_items() == 6
+
+
+def test_a_brace_pattern_of_absolute_alternatives_lists_each_of_them(tmp_path: Path) -> None:
+    from xmodal.indexer.locations import parse_root
+    from xmodal.indexer.webdataset import ShardSet, list_shards
+
+    write_shard(tmp_path / "a.tar", 0, 1)
+    (tmp_path / "more").mkdir()
+    write_shard(tmp_path / "more" / "b.tar", 1, 1)
+    root = parse_root(f"{{{tmp_path}/a.tar,{tmp_path}/more/*.tar}}")
+    assert isinstance(root, ShardSet) and root.pattern.startswith("{/")
+    errors: list[tuple[str, str]] = []
+    shards = list_shards(root, lambda pattern, reason: errors.append((pattern, reason)))
+    assert [shard.address for shard in shards] == [str(tmp_path / "a.tar"), str(tmp_path / "more" / "b.tar")]
+    assert errors == []

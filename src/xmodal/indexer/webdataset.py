@@ -70,7 +70,11 @@ class ShardSet:
         return self.pattern
 
     def absolute(self) -> ShardSet:
-        return self if is_remote(self.pattern) else ShardSet(os.path.abspath(self.pattern))
+        """The set with its local path made absolute; a pattern that starts with a brace (``{/a/x.tar,b/*.tar}``)
+        is kept as given (each alternative is made absolute when it is listed)."""
+        if is_remote(self.pattern) or self.pattern.startswith("{"):
+            return self
+        return ShardSet(os.path.abspath(self.pattern))
 
 
 @dataclass(frozen=True, slots=True)
