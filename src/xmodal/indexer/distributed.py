@@ -65,7 +65,7 @@ class ShardOutcome:
 
 
 class ShardEncoder:
-    """A Ray Data actor: decodes and encodes batches of files into shards (built once per actor)."""
+    """A Ray Data actor: decodes and encodes batches of files into encoded batches (built once per actor)."""
 
     def __init__(self, settings_json: str, space_names: Sequence[str], limits: ReadLimits, transcribe: bool) -> None:
         settings = Settings.model_validate_json(settings_json)
@@ -85,7 +85,7 @@ class ShardEncoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sources: list[SourceFile] = [pickle.loads(blob) for blob in batch["source"]]
         decoded = [read_file(source, self.limits, self.preparers) for source in sources]
-        return {"shard": np.array([pickle.dumps(self.encode(decoded))], dtype=object)}
+        return {"encoded": np.array([pickle.dumps(self.encode(decoded))], dtype=object)}
 
     def encode(self, decoded: list[DecodedFile]) -> EncodedBatch:
         """The vectors of the decoded files, each with its record (the decoded media dropped)."""
@@ -174,7 +174,7 @@ def encode_on_ray(
         num_cpus=1,
     )
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-        for blob in batch["shard"]:
+        for blob in batch["encoded"]:
             yield pickle.loads(blob)
 
 

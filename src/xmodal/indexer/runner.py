@@ -518,11 +518,11 @@ class Indexer:
         """Commit each batch encoded on Ray as it arrives (checkpointing as a local run does)."""
         since_save = 0
         begin = time.perf_counter()
-        for shard in batches:
+        for encoded in batches:
             timings["ray_wait_s"] += time.perf_counter() - begin
             files: list[DecodedFile] = []
             vectors: list[dict[str, FileVectors]] = []
-            for decoded, file_vectors in shard:
+            for decoded, file_vectors in encoded:
                 record = decoded.record
                 original = (
                     reusable_original(decoded.source, record.content_hash, record.caption, same_content)
