@@ -6,6 +6,7 @@ by its pid; its request log counts what the indexer read.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -104,3 +105,60 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("moto's server did not start listening")
+
+
+GCS_BUCKET = "xmodal-test"
+
+
+@dataclass
+class GcsServer:
+    """A Google Cloud Storage JSON API (gcp-storage-emulator) and its request log."""
+
+    endpoint: str
+    log: Path
+
+    def requests(self) -> list[tuple[str, str]]:
+        text = self.log.read_text(errors="replace")
+        return re.findall(r'"(GET|HEAD|PUT|POST|DELETE|PATCH) (\S+) HTTP/1\.1', text)
+
+    def object_reads(self, since: int = 0) -> int:
+        """Reads of an object's metadata or bytes (not listings), after the first ``since`` requests."""
+        return sum(
+            1
+            for method, target in self.requests()[since:]
+            if method == "GET" and re.match(rf"/(download/)?storage/v1/b/{GCS_BUCKET}/o/", target)
+        )
+
+    def listings(self, since: int = 0) -> int:
+        return sum(1 for _, target in self.requests()[since:] if target.startswith(f"/storage/v1/b/{GCS_BUCKET}/o?"))
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """gcp-storage-emulator on 127.0.0.1 (a free port, in memory, one bucket), reached by gcsfs through
+    ``STORAGE_EMULATOR_HOST`` as a user's client reaches an emulator; stopped by its pid."""
+    if importlib.util.find_spec("gcsfs") is None:  # not imported: it picks its class from the environment below
+        pytest.skip("gs:// needs the gcs extra: pip install 'xmodal[gcs]'")
+    pytest.importorskip("gcp_storage_emulator", reason="the dev extra is not installed: pip install -e '.[dev]'")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("gcs") / "requests.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "gcp_storage_emulator", "start", "-H", "127.0.0.1", "--port", str(port),
+                   "--in-memory", "--default-bucket", GCS_BUCKET]  # fmt: skip
+        process = subprocess.Popen(command, stdout=out, stderr=out)
+    endpoint = f"http://127.0.0.1:{port}"
+    # gcsfs's newer file system asks a gRPC service for the bucket's type, which no emulator answers
+    environment = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        _wait_until_listening(port, process)
+        yield GcsServer(endpoint, log)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

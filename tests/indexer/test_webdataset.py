@@ -156,3 +156,61 @@ def test_shards_in_a_bucket_are_listed_not_read_when_unchanged(
         assert content.status_code == 200 and content.content == _png(int(key.split("-")[1]))
         assert api.get(f"/items/{hit.item_id}/thumbnail").headers["content-type"] == "image/jpeg"
         assert json.loads(api.get(f"/items/{hit.item_id}").content)["path"] == hit.path
+
+
+def test_a_vanished_shard_is_pruned_only_when_its_whole_set_was_listed(engine: Engine, tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for number in range(4):
+        write_shard(shards / f"part-{number:03d}.tar", number * 2, 2)
+    assert engine.index([glob_of(shards)]).indexed == 8
+
+    (shards / "part-003.tar").unlink()
+    kept = engine.index([glob_of(shards)])  # without --prune nothing goes
+    assert (kept.pruned, kept.unchanged, engine.catalog.count_items()) == (0, 6, 8)
+
+    (shards / "part-002.tar").unlink()
+    other = tmp_path / "elsewhere"  # a second pattern of the set that cannot be listed: nothing of the set goes
+    failing = engine.index([f"{tmp_path}/{{shards/part-*.tar,elsewhere/*.tar}}"], prune=True, force_prune=True)
+    assert failing.pruned == 0 and not failing.ok
+    assert [path for path, _ in failing.failures] == [f"{other}/*.tar"]
+    assert engine.catalog.count_items() == 8
+
+    held = engine.index([glob_of(shards)], prune=True)  # 4 of 8 samples at once: past the share
+    assert held.pruned == 0 and not held.ok
+    [(root, reason)] = held.prunes_skipped
+    assert root == glob_of(shards) and "2 of its shards are gone with 4 of its 8 samples" in reason
+    assert "--force-prune" in reason
+
+    forced = engine.index([glob_of(shards)], prune=True, force_prune=True)
+    assert (forced.pruned, forced.unchanged, forced.ok) == (4, 4, True)
+    paths = {result.path.rpartition("#")[0] for result in engine.search("dusk", k=10)}
+    assert paths == {f"{shards}/part-000.tar", f"{shards}/part-001.tar"}  # the published space agrees
+    assert engine.catalog.count_items() == 4
+
+
+def test_a_shard_named_without_a_glob_that_is_gone_is_an_error_not_a_prune(engine: Engine, tmp_path: Path) -> None:
+    for number in range(3):
+        write_shard(tmp_path / f"{number:05d}.tar", number * 2, 2)
+    pattern = f"{tmp_path}/{{00000..00002}}.tar"
+    assert engine.index([pattern]).indexed == 6
+    (tmp_path / "00002.tar").unlink()
+    report = engine.index([pattern], prune=True, force_prune=True)
+    assert report.pruned == 0 and not report.ok
+    assert [path for path, _ in report.failures] == [f"{tmp_path}/00002.tar"]
+    assert engine.catalog.count_items() == 6
+
+
+def test_a_brace_pattern_of_absolute_alternatives_lists_each_of_them(tmp_path: Path) -> None:
+    from xmodal.indexer.locations import parse_root
+    from xmodal.indexer.webdataset import ShardSet, list_shards
+
+    write_shard(tmp_path / "a.tar", 0, 1)
+    (tmp_path / "more").mkdir()
+    write_shard(tmp_path / "more" / "b.tar", 1, 1)
+    root = parse_root(f"{{{tmp_path}/a.tar,{tmp_path}/more/*.tar}}")
+    assert isinstance(root, ShardSet) and root.pattern.startswith("{/")
+    errors: list[tuple[str, str]] = []
+    shards = list_shards(root, lambda pattern, reason: errors.append((pattern, reason)))
+    assert [shard.address for shard in shards] == [str(tmp_path / "a.tar"), str(tmp_path / "more" / "b.tar")]
+    assert errors == []

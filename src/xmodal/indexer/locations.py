@@ -11,7 +11,7 @@ from pathlib import Path
 
 from xmodal.indexer.remote import RemotePath, is_remote, walk_bucket
 from xmodal.indexer.sources import SourceFile, walk
-from xmodal.indexer.webdataset import KnownItem, ShardSet, is_shard_set, walk_shards
+from xmodal.indexer.webdataset import KnownItem, Shard, ShardSet, VanishedShards, is_shard_set, walk_shards
 
 Root = Path | RemotePath | ShardSet
 
@@ -37,11 +37,16 @@ def root_name(root: Root) -> str:
 @dataclass
 class Listing:
     """What a walk learned besides the files: the prefixes prune may look under, those that could not be listed
-    (prefix -> reason), and a scratch folder for shard members, removed by :meth:`close`."""
+    (prefix -> reason), shards of a fully listed set that are gone, and a scratch folder for shard members,
+    removed by :meth:`close`. With ``defer_shards`` (a Ray run), shards that must be read are left in
+    ``deferred`` for the workers, one task per shard, instead of being read during the walk."""
 
     scratch_parent: Path
+    defer_shards: bool = False
+    deferred: list[Shard] = field(default_factory=list)
     prune_roots: list[str] = field(default_factory=list)
     unlisted: dict[str, str] = field(default_factory=dict)
+    vanished: list[VanishedShards] = field(default_factory=list)
     _scratch: Path | None = None
 
     def scratch(self) -> Path:
@@ -96,4 +101,6 @@ def walk_roots(
                 text_extensions=text_exts,
                 on_unlisted=unlisted,
                 on_listed=listing.prune_roots.append,
+                on_vanished=listing.vanished.append,
+                defer=listing.deferred.append if listing.defer_shards else None,
             )

@@ -37,16 +37,26 @@ def is_remote(text: str) -> bool:
     return protocol is not None and protocol not in LOCAL_PROTOCOLS
 
 
+# The package fsspec needs for each store, when it is missing (s3fs comes with the cloud extra).
+STORE_PACKAGES = {
+    "s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs",
+    "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "adl": "adlfs",
+}  # fmt: skip
+
+
 def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for ``protocol`` (one per process and protocol), listings never cached: a re-run
-    must see the store as it is now."""
+    must see the store as it is now. ``ConfigError`` naming the package to install when the store's is missing."""
     try:
         return fsspec.filesystem(protocol, use_listings_cache=False)
     except (ImportError, ValueError) as exc:
-        raise ConfigError(
-            f"Cannot open {protocol}:// URLs: {exc}. Install the cloud extra (pip install 'xmodal[cloud]'); "
-            "gs:// needs gcsfs and az:// needs adlfs besides."
-        ) from exc
+        package = STORE_PACKAGES.get(protocol)
+        remedies = {
+            "gcsfs": "install gcsfs with the gcs extra (pip install 'xmodal[gcs]', or pip install gcsfs)",
+            "adlfs": "install adlfs (pip install adlfs), which no extra of xmodal installs",
+        }
+        remedy = remedies.get(package or "", "install the cloud extra (pip install 'xmodal[cloud]')")
+        raise ConfigError(f"Cannot open {protocol}:// URLs ({exc}): {remedy}.") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from xmodal.encoders.ocr import TextReader, ocr_supported
 from xmodal.encoders.speech import Transcriber
 from xmodal.errors import NotFoundError, WeightsUnavailableError
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported
-from xmodal.indexer.distributed import encode_on_ray
+from xmodal.indexer.distributed import EncodedBatch, ShardTask, encode_on_ray, encode_shards_on_ray
 from xmodal.indexer.embed import FileVectors, embed_batch
 from xmodal.indexer.locations import Listing, Root, root_name, walk_roots
 from xmodal.indexer.reader import (
@@ -36,6 +36,7 @@ from xmodal.indexer.reader import (
     reusable_original,
 )
 from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots
+from xmodal.indexer.webdataset import VanishedShards
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
@@ -158,7 +159,8 @@ class Indexer:
         changed. ``prune``: forget items under ``roots`` whose files are gone, except under a root that is empty
         or whose walk or listing met an error, and never more than ``prune_max_fraction`` of a root's items unless
         ``force_prune`` (skipped prunes are in ``prunes_skipped``). ``max_items``: process at most this many files
-        now (the rest are ``deferred`` to the next run). Folders inside another root are that root's."""
+        now (the rest are ``deferred`` to the next run; on Ray, shards that must be read are read whole by the
+        workers, one task per shard, and not counted against it). Folders inside another root are that root's."""
         local = normalise_roots([root for root in roots if isinstance(root, Path)])
         roots = [*local, *(root for root in roots if not isinstance(root, Path))]
         missing = [str(root) for root in local if not root.exists()]
@@ -169,7 +171,7 @@ class Indexer:
         run_id = self.catalog.start_run([root_name(root) for root in roots])
         status = "failed"
         active: list[VectorSpace] = []
-        listing = Listing(scratch_parent=self.settings.home / "scratch")
+        listing = Listing(scratch_parent=self.settings.home / "scratch", defer_shards=self.ray_address is not None)
         try:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
@@ -184,7 +186,7 @@ class Indexer:
             if todo and self.settings.ocr and not ocr_supported():
                 report.spaces_unavailable["ocr"] = OCR_MISSING
                 log.warning(OCR_MISSING)
-            if todo:  # only now load the models, and drop what only the unavailable ones lacked
+            if todo or listing.deferred:  # only now load the models, and drop what only the unavailable ones lacked
                 active = self._activate_spaces(report)
                 if len(active) < len(self.spaces.names()):
                     wanted = {source.path for source in scan.select(active, ocr=ocr is not None)}
@@ -192,13 +194,17 @@ class Indexer:
                     todo = [source for source in todo if source.path in wanted]
             if max_items is not None and len(todo) > max_items:
                 report.deferred, todo = len(todo) - max_items, todo[:max_items]
+            transcriber = self._activate_transcriber(report) if todo or (listing.deferred and active) else None
             if todo:
-                transcriber = self._activate_transcriber(report)
                 self._announce(todo, transcriber, report)
                 only_ocr = scan.only_ocr(active) if ocr is not None else {}
                 self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
+            if listing.deferred and active:  # shards a Ray run leaves to its workers, one task per shard
+                self._shards_on_ray(listing, active, transcriber, scan, report)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
-                report.pruned = self._prune(listing.prune_roots, scan, report, force=force_prune)
+                report.pruned = self._prune(
+                    listing.prune_roots, scan, report, force=force_prune, vanished=listing.vanished
+                )
             status = "finished"
         finally:
             listing.close()
@@ -318,9 +324,18 @@ class Indexer:
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
 
-    def _prune(self, roots: Sequence[str], scan: _Scan, report: IndexReport, *, force: bool) -> int:
-        """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged."""
-        gone: list[int] = []
+    def _prune(
+        self,
+        roots: Sequence[str],
+        scan: _Scan,
+        report: IndexReport,
+        *,
+        force: bool,
+        vanished: Sequence[VanishedShards] = (),
+    ) -> int:
+        """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged, and
+        the samples of shards gone from a set that was listed in full, unless they are too large a share of it."""
+        gone: list[int] = [item_id for group in vanished for item_id in self._vanished_samples(group, report, force)]
         for root in roots:
             total, missing = self.catalog.prune_candidates(root, scan.seen)
             reason = self._prune_refusal(root, scan, total, len(missing), force=force)
@@ -332,6 +347,19 @@ class Indexer:
             gone.extend(missing)
         count, _ = self.catalog.delete_items(gone)
         return count  # their vectors are queued in the catalog; this run's last publication tombstones them
+
+    def _vanished_samples(self, group: VanishedShards, report: IndexReport, force: bool) -> list[int]:
+        ids = [item_id for shard in group.shards for item_id in self.catalog.prune_candidates(shard, set())[1]]
+        limit = self.settings.prune_max_fraction
+        if force or len(ids) <= limit * group.total:
+            return ids
+        reason = (
+            f"{len(group.shards)} of its shards are gone with {len(ids)} of its {group.total} samples, more than "
+            f"XMODAL_PRUNE_MAX_FRACTION={limit}; check the shards, then run again with --force-prune"
+        )
+        report.prunes_skipped.append((group.shard_set, reason))
+        log.warning("not pruning %s: %s", group.shard_set, reason)
+        return []
 
     def _prune_refusal(self, root: str, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
         """Why the items of ``root`` whose files were not seen must stay, or None when they may go."""
@@ -359,23 +387,7 @@ class Indexer:
     ) -> None:
         settings = self.settings
         only_ocr = only_ocr or {}
-
-        def same_content(content_hash: str) -> Item | None:
-            """An indexed copy whose vectors cover every active space (else the file is embedded afresh)."""
-            original = self.catalog.item_with_content(content_hash)
-            if original is None or original.modality is None:
-                return None
-            state = FileState(
-                original.id,
-                0,
-                0,
-                None,
-                original.status,
-                original.modality,
-                _has_text(original),
-                original.ocr_engine is not None,
-            )
-            return original if _covered(state, coverage, active, ocr=ocr is not None) else None
+        same_content = self._same_content(coverage, active, ocr=ocr is not None)
 
         def indexed_without_ocr(path: str) -> Item | None:
             return self.catalog.get_item(only_ocr[path]) if path in only_ocr else None
@@ -399,7 +411,10 @@ class Indexer:
 
         sizers = BatchSizers.for_settings(settings)
         if self.ray_address is not None:
-            self._commit_shards(todo, active, transcriber, same_content, known_paths, sizers, report, timings)
+            batches = encode_on_ray(
+                self.ray_address, self.settings, todo, active, self.limits, transcribe=transcriber is not None
+            )
+            self._commit_encoded(batches, active, same_content, known_paths, sizers, report, timings)
             report.timings.update(timings)
             return
         batch: list[DecodedFile] = []
@@ -422,29 +437,92 @@ class Indexer:
         report.timings.update(timings)
         report.batch_size = sizers.size
 
-    def _commit_shards(
+    def _same_content(
+        self, coverage: dict[int, set[str]], active: list[VectorSpace], *, ocr: bool
+    ) -> Callable[[str], Item | None]:
+        def same_content(content_hash: str) -> Item | None:
+            """An indexed copy whose vectors cover every active space (else the file is embedded afresh)."""
+            original = self.catalog.item_with_content(content_hash)
+            if original is None or original.modality is None:
+                return None
+            state = FileState(
+                original.id,
+                0,
+                0,
+                None,
+                original.status,
+                original.modality,
+                _has_text(original),
+                original.ocr_engine is not None,
+            )
+            return original if _covered(state, coverage, active, ocr=ocr) else None
+
+        return same_content
+
+    def _shards_on_ray(
         self,
-        todo: list[SourceFile],
+        listing: Listing,
         active: list[VectorSpace],
         transcriber: Transcriber | None,
+        scan: _Scan,
+        report: IndexReport,
+    ) -> None:
+        """Read and encode the deferred shards on Ray, one task per shard; commit what comes back here. A sample
+        the catalog holds at the shard's version with every vector is left alone (a shard cut short by a crash
+        is read again, and only its missing samples are encoded); one that failed is tried again."""
+        assert self.ray_address is not None
+        indexed: dict[str, dict[str, str | None]] = {shard.address: {} for shard in listing.deferred}
+        for path, state in scan.states.items():
+            shard = path.rpartition("#")[0]
+            if shard in indexed and state.status != ItemStatus.FAILED and _covered(state, scan.coverage, active):
+                indexed[shard][path] = state.source_version
+        tasks = [ShardTask(shard, indexed[shard.address]) for shard in listing.deferred]
+        outcomes = encode_shards_on_ray(
+            self.ray_address, self.settings, tasks, active, self.limits, transcribe=transcriber is not None
+        )
+        known_paths = {path for path in scan.states if path.rpartition("#")[0] in indexed}
+
+        def batches() -> Iterator[EncodedBatch]:
+            for outcome in outcomes:
+                address = outcome.shard.address
+                if outcome.error is not None:
+                    listing.unlisted[address] = outcome.error
+                    report.failed += 1
+                    report.failures.append((address, outcome.error))
+                    continue
+                log.info("shard %s: %d samples read by worker %d", address, len(outcome.samples), outcome.worker_pid)
+                listing.prune_roots.append(address)
+                scan.seen.update(outcome.samples)
+                scan.count += len(outcome.samples)
+                report.scanned += len(outcome.samples)
+                report.unchanged += len(outcome.unchanged)
+                yield outcome.encoded
+
+        timings = Counter[str]()
+        same_content = self._same_content(scan.coverage, active, ocr=False)
+        sizers = BatchSizers.for_settings(self.settings)
+        self._commit_encoded(batches(), active, same_content, known_paths, sizers, report, timings)
+        for name, seconds in timings.items():
+            report.timings[name] = report.timings.get(name, 0.0) + seconds
+
+    def _commit_encoded(
+        self,
+        batches: Iterable[EncodedBatch],
+        active: list[VectorSpace],
         same_content: Callable[[str], Item | None],
         known_paths: set[str],
         sizers: BatchSizers,
         report: IndexReport,
         timings: Counter[str],
     ) -> None:
-        """Decode and encode on Ray; commit each shard here as it arrives (checkpointing as a local run does)."""
-        assert self.ray_address is not None
+        """Commit each batch encoded on Ray as it arrives (checkpointing as a local run does)."""
         since_save = 0
         begin = time.perf_counter()
-        shards = encode_on_ray(
-            self.ray_address, self.settings, todo, active, self.limits, transcribe=transcriber is not None
-        )
-        for shard in shards:
+        for encoded in batches:
             timings["ray_wait_s"] += time.perf_counter() - begin
             files: list[DecodedFile] = []
             vectors: list[dict[str, FileVectors]] = []
-            for decoded, file_vectors in shard:
+            for decoded, file_vectors in encoded:
                 record = decoded.record
                 original = (
                     reusable_original(decoded.source, record.content_hash, record.caption, same_content)

@@ -13,14 +13,16 @@ import glob
 import io
 import os
 import posixpath
+import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import fsspec
 from fsspec.core import split_protocol
+from fsspec.utils import glob_translate
 
 from xmodal.errors import ConfigError
 from xmodal.indexer.remote import ListingError, filesystem, identity, is_remote
@@ -68,7 +70,11 @@ class ShardSet:
         return self.pattern
 
     def absolute(self) -> ShardSet:
-        return self if is_remote(self.pattern) else ShardSet(os.path.abspath(self.pattern))
+        """The set with its local path made absolute; a pattern that starts with a brace (``{/a/x.tar,b/*.tar}``)
+        is kept as given (each alternative is made absolute when it is listed)."""
+        if is_remote(self.pattern) or self.pattern.startswith("{"):
+            return self
+        return ShardSet(os.path.abspath(self.pattern))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,41 @@ def _shard_filesystem(pattern: str) -> tuple[fsspec.AbstractFileSystem, str, str
     return fsspec.filesystem("file"), os.path.abspath(path), None
 
 
+@dataclass(frozen=True, slots=True)
+class VanishedShards:
+    """Shards the catalog holds samples of that a set's globs match but its listing (complete, without an error)
+    no longer found: their samples are gone. ``total``: the catalog's samples of every shard the set matches, for
+    the share prune may take at once."""
+
+    shard_set: str
+    shards: tuple[str, ...]
+    total: int
+
+
+def _matchers(shard_set: ShardSet) -> list[tuple[str | None, re.Pattern[str]]]:
+    """(protocol, compiled glob) of each pattern of the set, as fsspec's glob reads it (``*`` stays in a folder)."""
+    found = []
+    for pattern in _braceexpand(shard_set.pattern):
+        _, path, protocol = _shard_filesystem(pattern)
+        found.append((protocol, re.compile(glob_translate(path))))
+    return found
+
+
+def vanished_shards(shard_set: ShardSet, listed: Collection[str], known: Mapping[str, int]) -> VanishedShards | None:
+    """The known shards (address -> samples in the catalog) that ``shard_set`` names and ``listed`` lacks."""
+    matchers = _matchers(shard_set)
+
+    def named(address: str) -> bool:
+        protocol, path = split_protocol(address)
+        return any(protocol == wanted and matcher.match(path) for wanted, matcher in matchers)
+
+    mine = {address: count for address, count in known.items() if named(address)}
+    gone = tuple(sorted(address for address in mine if address not in listed))
+    if not gone:
+        return None
+    return VanishedShards(shard_set.pattern, gone, sum(mine.values()))
+
+
 def list_shards(shard_set: ShardSet, on_unlisted: ListingError) -> list[Shard]:
     """The shards a set names, with their identities; a pattern that cannot be listed is reported and skipped."""
     shards: list[Shard] = []
@@ -212,8 +253,9 @@ def _complete(previous: list[tuple[str, KnownItem]], shard: Shard) -> bool:
     return head == shard.identity and count.isdigit() and int(count) == len(previous)
 
 
-def _extract(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> list[SourceFile]:
-    """Read ``shard`` once and copy each sample's members to ``directory``; one source file per sample."""
+def extract_shard(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> list[SourceFile]:
+    """Read ``shard`` once, sequentially, and copy each sample's members to ``directory``; one source file per
+    sample, each carrying the shard's version (its identity and its number of samples)."""
     directory.mkdir(parents=True, exist_ok=True)
     files: list[SourceFile] = []
     for number, sample in enumerate(iter_samples(shard.address)):
@@ -236,7 +278,18 @@ def _extract(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> 
                 metadata_sidecar=members.get("metadata"),
             )
         )
-    return files
+    version = f"{shard.identity}{_VERSION_SAMPLES}{len(files)}"
+    return [replace(sample, version=version) for sample in files]
+
+
+def detached(source: SourceFile) -> SourceFile:
+    """``source`` without its scratch copies (to send it to another process, where they do not exist)."""
+
+    def member(value: Any) -> Any:
+        return replace(value, local=None) if isinstance(value, SampleMember) else value
+
+    return replace(source, path=member(source.path), sidecar=member(source.sidecar),
+                   metadata_sidecar=member(source.metadata_sidecar))  # fmt: skip
 
 
 def walk_shards(
@@ -247,15 +300,30 @@ def walk_shards(
     text_extensions: frozenset[str],
     on_unlisted: ListingError,
     on_listed: Callable[[str], None],
+    on_vanished: Callable[[VanishedShards], None] = lambda _: None,
+    defer: Callable[[Shard], None] | None = None,
 ) -> Iterator[SourceFile]:
     """The samples of every shard in the set. An unchanged shard yields its samples as the catalog knows them,
     without a read; a shard that cannot be read is reported to ``on_unlisted``; each shard that was listed and
-    read (or known complete) is passed to ``on_listed``, where prune may look."""
+    read (or known complete) is passed to ``on_listed``, where prune may look. Known shards the set's globs match
+    that are no longer there go to ``on_vanished``, only when every pattern of the set was listed without error
+    (a shard named without a glob that is missing is a listing error)."""
     by_shard: dict[str, list[tuple[str, KnownItem]]] = defaultdict(list)
     for path, state in known.items():
         if "#" in path:
             by_shard[path.rpartition("#")[0]].append((path, state))
-    for number, shard in enumerate(list_shards(shard_set, on_unlisted)):
+    failed: list[str] = []
+
+    def unlisted(pattern: str, reason: str) -> None:
+        failed.append(pattern)
+        on_unlisted(pattern, reason)
+
+    shards = list_shards(shard_set, unlisted)
+    if not failed:
+        gone = vanished_shards(shard_set, {shard.address for shard in shards}, {a: len(s) for a, s in by_shard.items()})
+        if gone is not None:
+            on_vanished(gone)
+    for number, shard in enumerate(shards):
         previous = by_shard.get(shard.address, [])
         if _complete(previous, shard):
             on_listed(shard.address)
@@ -271,14 +339,15 @@ def walk_shards(
                     version=state.source_version,
                 )
             continue
+        if defer is not None:
+            defer(shard)
+            continue
         try:
-            samples = _extract(shard, scratch() / f"shard-{number:06d}", text_extensions)
+            samples = extract_shard(shard, scratch() / f"shard-{number:06d}", text_extensions)
         except ConfigError:
             raise
         except Exception as exc:  # a truncated or corrupt tar: nothing of it is indexed, nothing of it pruned
             on_unlisted(shard.address, f"cannot read shard {shard.address}: {type(exc).__name__}: {exc}")
             continue
         on_listed(shard.address)
-        version = f"{shard.identity}{_VERSION_SAMPLES}{len(samples)}"
-        for sample in samples:
-            yield replace(sample, version=version)
+        yield from samples
