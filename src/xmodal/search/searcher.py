@@ -258,6 +258,8 @@ class Searcher:
             if index is None or vector.shape[0] != index.dim:
                 raise InvalidQueryError(f"A vector for space '{space.name}' must have {space.encoder.dim} numbers.")
             return l2_normalise(vector.reshape(1, -1))[0]
+        if space.stored_index() is None:
+            return None  # nothing published: no vector to compare with, so its model is not loaded either
         try:
             space.check_encoder()  # loads the encoder and refuses a space built by another model
         except WeightsUnavailableError as exc:
