@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -475,7 +477,7 @@ def serve(
         settings = settings.model_copy(update={"torch_threads": max(1, (os.cpu_count() or 1) // workers)})
     # port 0: the system picks one, which this process does not learn; the server is then not announced
     announced = announce(settings.home, loopback_url(host, port)) if port else contextlib.nullcontext()
-    with announced:
+    with _cleanup_on_sigterm(), announced:
         if workers == 1:
             uvicorn.run(create_app(settings), host=host, port=port)
             return
@@ -483,6 +485,30 @@ def serve(
             os.environ["XMODAL_HOME"] = str(home)
         os.environ["XMODAL_TORCH_THREADS"] = str(settings.torch_threads)
         uvicorn.run("xmodal.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds the stack, so that the blocks it leaves clean up."""
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm() -> Iterator[None]:
+    """Let SIGTERM (systemd, docker stop) unwind the block before it ends the process as it would have.
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again; by default that kills the process
+    before any ``finally`` below it runs, which would leave HOME/server.json behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)  # the block has cleaned up: now end as the signal asks
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
