@@ -207,7 +207,11 @@ class Searcher:
                 embeds = ", ".join(sorted(m.value for m in space.encoder.modalities))
                 raise InvalidQueryError(f"Space '{space.name}' cannot embed {part.kind} queries; it embeds {embeds}.")
             used = False
-            for space in spaces:
+            # A space with nothing published has no vector to compare with, so its model is not loaded (an empty
+            # CLIP space would cost open_clip's import), unless no other space can take the part: then loading
+            # it says why (missing weights, say) rather than "nothing indexed".
+            holding = [s for s in spaces if s.stored_index() is not None]
+            for space in holding or spaces:
                 vector = self._part_vector(run, space, part)
                 if vector is not None:
                     used = True
@@ -258,8 +262,6 @@ class Searcher:
             if index is None or vector.shape[0] != index.dim:
                 raise InvalidQueryError(f"A vector for space '{space.name}' must have {space.encoder.dim} numbers.")
             return l2_normalise(vector.reshape(1, -1))[0]
-        if space.stored_index() is None:
-            return None  # nothing published: no vector to compare with, so its model is not loaded either
         try:
             space.check_encoder()  # loads the encoder and refuses a space built by another model
         except WeightsUnavailableError as exc:
