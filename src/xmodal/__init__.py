@@ -41,7 +41,22 @@ _HOMES = {
     "WeightsUnavailableError": "xmodal.errors",
     "XmodalError": "xmodal.errors",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "Engine",
+    "FusionMethod",
+    "InvalidQueryError",
+    "Modality",
+    "NotFoundError",
+    "QueryPart",
+    "SearchQuery",
+    "SearchResult",
+    "Settings",
+    "SpaceMismatchError",
+    "WeightsUnavailableError",
+    "XmodalError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -48,9 +48,7 @@ def render_svg(data: bytes, *, max_side: int, timeout_s: float = 10.0) -> Image.
     sender.close()
     try:
         if not receiver.poll(timeout_s):
-            raise DecodeError(
-                f"SVG took longer than {timeout_s:g} s to render (XMODAL_SVG_TIMEOUT_S); it was stopped"
-            )
+            raise DecodeError(f"SVG took longer than {timeout_s:g} s to render (XMODAL_SVG_TIMEOUT_S); it was stopped")
         outcome, payload = receiver.recv()
     except EOFError:  # the child died without a word (killed, out of memory)
         child.join()
