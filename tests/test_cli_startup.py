@@ -186,3 +186,42 @@ def test_an_announcement_left_by_a_dead_server_is_ignored(text_home: TextHome) -
     assert [line for line in done.stderr.splitlines() if not line.startswith("import time:")] == []  # silently
     assert json.loads(done.stdout)["results"][0]["path"].endswith("doc_wombat.txt")
     assert not _imported(done.stderr) & MODEL_LIBRARIES  # the lexical space needs no model
+
+
+def test_the_announcement_names_a_reachable_url_and_goes_with_its_server(tmp_path: Path) -> None:
+    from xmodal.api.discovery import announce, loopback_url, running_server
+
+    assert loopback_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert loopback_url("::", 8000) == "http://[::1]:8000"
+    assert loopback_url("192.168.1.5", 80) == "http://192.168.1.5:80"
+    with announce(tmp_path / "home", "http://127.0.0.1:8000") as me:
+        assert running_server(tmp_path / "home") == me and me.pid == os.getpid()
+    assert running_server(tmp_path / "home") is None and not (tmp_path / "home" / SERVER_FILE).exists()
+
+
+def test_the_server_is_asked_exactly_what_was_typed_or_not_at_all(tmp_path: Path) -> None:
+    from xmodal.cli import SearchArguments, server_request
+
+    image = tmp_path / "q.png"
+    image.write_bytes(b"\x89PNG not really")
+    typed = SearchArguments(
+        text="river", texts=["boat"], images=[image], audios=[], negatives=["night"], like=[7],
+        where=["extension=txt", "camera=a=b"], k=3, space=None, modality=["text"], cursor=None, min_score=None,
+        fusion=None, diversity=0.5, explain=True,
+    )  # fmt: skip
+    request = server_request(typed)
+    assert request is not None
+    assert request["parts"] == [
+        {"text": "boat"},
+        {"image": "iVBORyBub3QgcmVhbGx5"},
+        {"text": "night", "weight": -1.0},
+        {"item": 7},
+    ]  # in the order the local search gives them, so their labels (text#1, image#2, ...) are the same
+    assert request["where"] == {"extension": "txt", "camera": "a=b"} and request["diversity"] == 0.5
+    assert "cursor" not in request and "min_score" not in request
+    from dataclasses import replace
+
+    assert server_request(replace(typed, where=["extension"])) is None  # the local search says what is wrong
+    assert server_request(replace(typed, where=["a=1", "a=2"])) is None
+    assert server_request(replace(typed, min_score=float("nan"))) is None
+    assert server_request(replace(typed, images=[tmp_path / "missing.png"])) is None
