@@ -7,14 +7,17 @@ the home (EX_TEMPFAIL: try again later).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import sys
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,7 +41,6 @@ from xmodal.errors import (
 if TYPE_CHECKING:  # the engine (and the model libraries behind it) load only in the commands that use them
     from xmodal.engine import Engine
     from xmodal.indexer.runner import IndexReport
-    from xmodal.search.searcher import SearchResponse
 
 app = typer.Typer(help="Cross-modal search over folders of images, audio and texts.", no_args_is_help=True)
 models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
@@ -271,40 +273,139 @@ def search(
     fusion: Annotated[FusionMethod | None, typer.Option("--fusion", help="calibrated or rrf.")] = None,
     diversity: Annotated[float | None, typer.Option("--diversity", help="0 (off) to 1.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show each space's contribution.")] = False,
+    no_server: Annotated[
+        bool,
+        typer.Option("--no-server", help="Search in this process even when an `xmodal serve` of the home is running."),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search by texts, images, audio clips and items, with weights, filters and pages."""
+    """Search by texts, images, audio clips and items, with weights, filters and pages.
+
+    When an `xmodal serve` of the same home runs on this machine, the query goes to it (its models are loaded
+    already) and its answer is printed the same way; otherwise, or with --no-server, this process searches."""
+    query = SearchArguments(
+        text=text, texts=texts or [], images=images or [], audios=audios or [], negatives=negatives or [],
+        like=like or [], where=where or [], k=k, space=space, modality=modality or [], cursor=cursor,
+        min_score=min_score, fusion=fusion, diversity=diversity, explain=explain,
+    )  # fmt: skip
+    settings = _settings(home)
+    answer = None if no_server else _answer_from_server(settings, query)
+    if answer is None:
+        answer = _answer_here(settings, query)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    _print_answer(_console(), answer, explain)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchArguments:
+    """``xmodal search``'s query, as typed."""
+
+    text: str | None
+    texts: list[str]
+    images: list[Path]
+    audios: list[Path]
+    negatives: list[str]
+    like: list[int]
+    where: list[str]
+    k: int
+    space: str | None
+    modality: list[str]
+    cursor: str | None
+    min_score: float | None
+    fusion: FusionMethod | None
+    diversity: float | None
+    explain: bool
+
+
+def _answer_here(settings: Settings, query: SearchArguments) -> dict[str, object]:
+    """Open the home and search it in this process; the answer as ``--json`` prints it."""
     from xmodal.search.query import QueryPart
 
     parts = [
-        *(QueryPart.text(t) for t in texts or []),
-        *(QueryPart.image(p) for p in images or []),
-        *(QueryPart.audio(p) for p in audios or []),
-        *(QueryPart.text(t, weight=-1.0) for t in negatives or []),
-        *(QueryPart.item(i) for i in like or []),
+        *(QueryPart.text(t) for t in query.texts),
+        *(QueryPart.image(p) for p in query.images),
+        *(QueryPart.audio(p) for p in query.audios),
+        *(QueryPart.text(t, weight=-1.0) for t in query.negatives),
+        *(QueryPart.item(i) for i in query.like),
     ]
-    with _open(_settings(home), existing=True) as engine:
-        query = engine.build_query(
-            text=text, parts=parts, k=k, modalities=modality, where=where, space=space, cursor=cursor,
-            min_score=min_score, explain=explain, fusion=fusion, diversity=diversity,
+    with _open(settings, existing=True) as engine:
+        built = engine.build_query(
+            text=query.text, parts=parts, k=query.k, modalities=query.modality or None, where=query.where or None,
+            space=query.space, cursor=query.cursor, min_score=query.min_score, explain=query.explain,
+            fusion=query.fusion, diversity=query.diversity,
         )  # fmt: skip
-        response = engine.query(query)
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "results": [result_json(asdict(result)) for result in response.results],
-                    "spaces_searched": response.spaces_searched,
-                    "spaces_unavailable": response.spaces_unavailable,
-                    "parts_ignored": response.parts_ignored,
-                    "next_cursor": response.next_cursor,
-                },
-                indent=2,
-            )
-        )
-        return
-    _print_results(_console(), response, explain)
+        response = engine.query(built)
+    return {
+        "results": [result_json(asdict(result)) for result in response.results],
+        "spaces_searched": response.spaces_searched,
+        "spaces_unavailable": response.spaces_unavailable,
+        "parts_ignored": response.parts_ignored,
+        "next_cursor": response.next_cursor,
+    }
+
+
+def _answer_from_server(settings: Settings, query: SearchArguments) -> dict[str, object] | None:
+    """The answer of the running `xmodal serve` of the home, or ``None`` (none runs, it failed, or the query
+    cannot be sent as it is): then this process searches, and reports any error of the query itself."""
+    from xmodal.api.discovery import running_server
+
+    server = running_server(settings.home)
+    if server is None:
+        return None
+    request = server_request(query)
+    if request is None:
+        return None
+    from xmodal.api.client import as_cli_answer, search_on_server
+
+    key = settings.read_api_key or settings.api_key
+    body = search_on_server(
+        server.url,
+        request,
+        api_key=key.get_secret_value() if key is not None else None,
+        timeout_s=settings.server_timeout_s,
+    )
+    return as_cli_answer(body) if body is not None else None
+
+
+def server_request(query: SearchArguments) -> dict[str, object] | None:
+    """The JSON body of ``POST /search`` that asks what ``query`` asks (its parts in the same order, so they
+    carry the same labels), or ``None`` when it cannot be said exactly: a filter without ``=`` or a key given
+    twice, a score that JSON cannot carry, a media file that cannot be read (the local search explains)."""
+    import base64
+    import math
+
+    filters: dict[str, str] = {}
+    for condition in query.where:
+        key, sep, value = condition.partition("=")
+        if not sep or key in filters:
+            return None
+        filters[key] = value
+    if query.min_score is not None and not math.isfinite(query.min_score):
+        return None
+    parts: list[dict[str, object]] = [{"text": t} for t in query.texts]
+    try:
+        parts += [{"image": base64.b64encode(p.read_bytes()).decode()} for p in query.images]
+        parts += [{"audio": base64.b64encode(p.read_bytes()).decode()} for p in query.audios]
+    except OSError:
+        return None
+    parts += [{"text": t, "weight": -1.0} for t in query.negatives]
+    parts += [{"item": i} for i in query.like]
+    request: dict[str, object] = {"k": query.k, "explain": query.explain, "parts": parts}
+    optional = {
+        "text": query.text,
+        "where": filters or None,
+        "space": query.space,
+        "modalities": query.modality or None,
+        "cursor": query.cursor,
+        "min_score": query.min_score,
+        "fusion": query.fusion.value if query.fusion is not None else None,
+        "diversity": query.diversity,
+    }
+    request.update({name: value for name, value in optional.items() if value is not None})
+    return request
 
 
 def result_json(result: dict[str, object]) -> dict[str, object]:
@@ -312,37 +413,45 @@ def result_json(result: dict[str, object]) -> dict[str, object]:
     return {("id" if key == "item_id" else key): value for key, value in result.items()}
 
 
-def _print_results(console: Console, response: SearchResponse, explain: bool) -> None:
+def _contribution_line(contribution: dict[str, Any]) -> str:
+    origin = f" ({contribution['origin']})" if contribution.get("origin") else ""
+    return (
+        f"\n  {contribution['space']}{origin} {contribution['part']}: {contribution['raw']:.3f} -> "
+        f"{contribution['contribution']:+.2f}"
+    )
+
+
+def _print_answer(console: Console, answer: dict[str, Any], explain: bool) -> None:
+    """The results as a table, then the next page's cursor and what could not be used (``answer``: the shape
+    ``--json`` prints, from this process or from a server)."""
     table = Table(show_header=True)
     for column in ("#", "score", "id", "modality", "path", "caption / text"):
         table.add_column(column, overflow="fold")
-    for rank, result in enumerate(response.results, start=1):
-        snippet = result.caption or result.transcript or result.text_excerpt or ""
-        if result.ocr is not None:
-            snippet = f"{snippet} [words in the image: {result.ocr.text}]".strip()
-        if result.time_span is not None:
-            snippet = f"[{result.time_span[0]:.1f}-{result.time_span[1]:.1f} s] {snippet}"
-        if result.duplicates:
-            snippet += f" (+{len(result.duplicates)} near-duplicates)"
+    for rank, result in enumerate(answer["results"], start=1):
+        snippet = result.get("caption") or result.get("transcript") or result.get("text_excerpt") or ""
+        if result.get("ocr") is not None:
+            snippet = f"{snippet} [words in the image: {result['ocr']['text']}]".strip()
+        if result.get("time_span") is not None:
+            start, end = result["time_span"]
+            snippet = f"[{start:.1f}-{end:.1f} s] {snippet}"
+        if result.get("duplicates"):
+            snippet += f" (+{len(result['duplicates'])} near-duplicates)"
         if explain:
-            snippet += "".join(
-                f"\n  {c.space}{f' ({c.origin})' if c.origin else ''} {c.part}: {c.raw:.3f} -> {c.contribution:+.2f}"
-                for c in result.explanation
-            )
+            snippet += "".join(_contribution_line(c) for c in result.get("explanation") or [])
         table.add_row(
             str(rank),
-            f"{result.score:.4f}",
-            str(result.item_id),
-            result.modality or "",
-            Text(result.path),  # Text: captions and paths are shown as they are, never read as markup
+            f"{result['score']:.4f}",
+            str(result["id"]),
+            result.get("modality") or "",
+            Text(result["path"]),  # Text: captions and paths are shown as they are, never read as markup
             Text(snippet[:400]),
         )
     console.print(table)
-    if response.next_cursor:
-        console.print(f"more: --cursor {response.next_cursor}", highlight=False)
-    for name, reason in response.spaces_unavailable.items():
+    if answer.get("next_cursor"):
+        console.print(f"more: --cursor {answer['next_cursor']}", highlight=False)
+    for name, reason in answer["spaces_unavailable"].items():
         console.print(f"[yellow]space '{escape(name)}' not searched:[/yellow] {escape(short_reason(reason))}")
-    for part, reason in response.parts_ignored.items():
+    for part, reason in answer["parts_ignored"].items():
         console.print(f"[yellow]query part '{escape(part)}' not used:[/yellow] {escape(reason)}")
 
 
@@ -355,21 +464,51 @@ def serve(
         int, typer.Option(min=1, help="Server processes; each loads the models (searches are CPU-bound Python).")
     ] = 1,
 ) -> None:
-    """Serve the HTTP API and the search page (OpenAPI docs at /docs)."""
+    """Serve the HTTP API and the search page (OpenAPI docs at /docs).
+
+    While it runs, HOME/server.json says where it listens, so that `xmodal search` on this machine asks it."""
     import uvicorn
 
     from xmodal.api.app import create_app
+    from xmodal.api.discovery import announce, loopback_url
 
     settings = _settings(home)
     if settings.torch_threads is None:  # the encoders of all workers share the machine's cores
         settings = settings.model_copy(update={"torch_threads": max(1, (os.cpu_count() or 1) // workers)})
-    if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port)
-        return
-    if home is not None:  # worker processes build their settings from the environment
-        os.environ["XMODAL_HOME"] = str(home)
-    os.environ["XMODAL_TORCH_THREADS"] = str(settings.torch_threads)
-    uvicorn.run("xmodal.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    # port 0: the system picks one, which this process does not learn; the server is then not announced
+    announced = announce(settings.home, loopback_url(host, port)) if port else contextlib.nullcontext()
+    with _cleanup_on_sigterm(), announced:
+        if workers == 1:
+            uvicorn.run(create_app(settings), host=host, port=port)
+            return
+        if home is not None:  # worker processes build their settings from the environment
+            os.environ["XMODAL_HOME"] = str(home)
+        os.environ["XMODAL_TORCH_THREADS"] = str(settings.torch_threads)
+        uvicorn.run("xmodal.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds the stack, so that the blocks it leaves clean up."""
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm() -> Iterator[None]:
+    """Let SIGTERM (systemd, docker stop) unwind the block before it ends the process as it would have.
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again; by default that kills the process
+    before any ``finally`` below it runs, which would leave HOME/server.json behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)  # the block has cleaned up: now end as the signal asks
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()

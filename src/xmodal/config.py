@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     svg_render_side: int = Field(
         default=384, ge=32, le=4096, description="SVG images are rendered this many pixels on their longest side."
     )
+    svg_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest an SVG may take to render (in a child process, killed past it); slower ones fail.",
+    )
     text_extensions: tuple[str, ...] = Field(default=(".txt", ".md"), description="Files indexed as text.")
     include_hidden: bool = Field(default=False, description="Index files and folders whose name starts with '.'.")
     prune_max_fraction: float = Field(
@@ -251,6 +256,12 @@ class Settings(BaseSettings):
         default=None,
         description="torch intra-op threads of a serving process; unset: the machine's CPUs shared among the "
         "`serve --workers`.",
+    )
+    server_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long `xmodal search` waits for the running `xmodal serve` of its home before searching "
+        "itself.",
     )
     search_concurrency: PositiveInt = Field(
         default=4, description="Searches the server runs at once; more wait their turn (their encodes still batch)."

@@ -328,7 +328,10 @@ class Engine:
         data = self._query_bytes(image, "image")
         pixels.spend(_header_pixels(data))  # before decoding: a query's images share one budget
         try:
-            return decode_image(data, ImageLimits(self.settings.max_image_pixels, self.settings.svg_render_side)).image
+            limits = ImageLimits(
+                self.settings.max_image_pixels, self.settings.svg_render_side, self.settings.svg_timeout_s
+            )
+            return decode_image(data, limits).image
         except DecodeError as exc:
             raise DecodeError(f"The query image could not be read: {exc}") from exc
 

@@ -118,11 +118,13 @@ class VectorSpace:
         """Pick up a newer publication (another process published one); True if one was found.
 
         The check is one ``stat``. The new snapshot is loaded in a background thread unless ``wait``: requests keep
-        the snapshot they started with and never wait for a load.
+        the snapshot they started with and never wait for a load. A space not read yet stays unopened (unless
+        ``wait``): a query that does not touch it does not pay for reading its index.
         """
-        if not self._opened:
-            self.stored_index()
-            return True
+        if not self._opened:  # never read: opened when first used, from the newest publication then
+            if wait:
+                self.stored_index()
+            return wait
         if manifest_stamp(self.directory) == self._stamp:
             return False
         if wait or self._snapshot is None:  # nothing to answer from yet: the first publication is worth the wait

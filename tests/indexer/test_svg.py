@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from xmodal.config import Settings
+from xmodal.encoders import Encoder
 from xmodal.engine import Engine
 from xmodal.errors import DecodeError
 from xmodal.indexer.decode import ImageLimits, decode_image, sniff
@@ -60,3 +63,33 @@ def test_svg_files_are_indexed_and_found_by_their_caption(engine: Engine, tmp_pa
     results = engine.search("red bicycle", k=1, space="clip")
     assert results[0].path == str(root / "bicycle.svg") and results[0].modality == "image"
     assert engine.item(results[0].item_id).media_type == "image/svg+xml"
+
+
+def endless_svg(levels: int = 9, fan: int = 10) -> bytes:
+    """A 1 KB SVG that asks for fan**(levels - 1) rectangles: each group draws the one before it ``fan`` times."""
+    groups = ['<g id="g0"><rect width="1" height="1" fill="red"/></g>']
+    for level in range(1, levels):
+        uses = "".join(f'<use xlink:href="#g{level - 1}" x="{i % 3}"/>' for i in range(fan))
+        groups.append(f'<g id="g{level}">{uses}</g>')
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="64" height="64">'
+        f'<defs>{"".join(groups)}</defs><use xlink:href="#g{levels - 1}"/></svg>'
+    ).encode()
+
+
+def test_an_svg_that_draws_for_ever_is_stopped_and_fails_with_the_reason(
+    settings: Settings, encoder_pool: Callable[[str, Settings], Encoder], tmp_path: Path
+) -> None:
+    with pytest.raises(DecodeError, match=r"longer than 0.5 s to render \(XMODAL_SVG_TIMEOUT_S\)"):
+        decode_image(endless_svg(), ImageLimits(max_pixels=10_000_000, svg_side=64, svg_timeout_s=0.5))
+
+    root = tmp_path / "drawings"
+    root.mkdir()
+    (root / "endless.svg").write_bytes(endless_svg())
+    (root / "bar.svg").write_bytes(WIDE)
+    bounded = settings.model_copy(update={"svg_timeout_s": 1.0})
+    with Engine.open(settings=bounded, build_encoder=encoder_pool) as engine:
+        report = engine.index([root])
+    assert report.indexed == 1 and report.failed == 1  # the run went on past the drawing that never ends
+    path, reason = report.failures[0]
+    assert path.endswith("endless.svg") and "XMODAL_SVG_TIMEOUT_S" in reason

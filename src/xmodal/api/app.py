@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -72,6 +71,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if resolved.torch_threads is not None:  # one encoder thread per model runs every forward of this process
+            import torch  # here: the app itself needs no torch until a model loads
+
             torch.set_num_threads(resolved.torch_threads)
         app.state.engine = engine or Engine.open(settings=resolved)
         app.state.search_slots = asyncio.Semaphore(resolved.search_concurrency)

@@ -10,10 +10,9 @@ so the feature extractor never crops at random: the same audio always gets the s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from xmodal.encoders.audio import resample, windows
 from xmodal.encoders.base import Encoder, EncoderOptions
@@ -21,6 +20,9 @@ from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
+
+if TYPE_CHECKING:  # torch and transformers load with the model
+    import torch
 
 LOCAL_OPTIONS = ("use a folder saved with save_pretrained: XMODAL_CLAP_ENCODER='clap:/path/to/folder'",)
 
@@ -50,7 +52,7 @@ class ClapEncoder(Encoder):
         self._model: Any = None
         self._features: Any = None
         self._tokenizer: Any = None
-        self._device = torch.device("cpu")
+        self._device: torch.device  # set by _load
 
     def _load(self) -> str:
         from transformers import ClapModel, ClapProcessor
@@ -114,6 +116,8 @@ class ClapEncoder(Encoder):
         return prepared
 
     def _encode_prepared_audio(self, prepared: list[Any]) -> np.ndarray:
+        import torch
+
         features = torch.from_numpy(np.stack(prepared)).to(self._device)
         is_longer = torch.zeros((len(prepared), 1), dtype=torch.bool, device=self._device)
         with inference_context(self._device):
@@ -131,5 +135,7 @@ class ClapEncoder(Encoder):
 
 def _embeddings(output: Any) -> np.ndarray:
     """Projected embeddings from either a tensor or a model output object (transformers 5 returns the latter)."""
+    import torch
+
     tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
     return tensor.float().cpu().numpy()

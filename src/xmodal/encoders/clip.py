@@ -14,20 +14,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import open_clip
-import torch
 from PIL import Image
 
 from xmodal.config import JpegDecode
 from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
-from xmodal.encoders.jpeg import ClipPreprocess, EncodedJpeg, decode_batch
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
+
+if TYPE_CHECKING:  # open_clip, torch and torchvision load with the model: a search that needs none pays nothing
+    import torch
+
+    from xmodal.encoders.jpeg import ClipPreprocess, EncodedJpeg
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 LOCAL_OPTIONS = (
@@ -46,7 +48,7 @@ class OpenClipSource:
 
     @classmethod
     def parse(cls, target: str) -> OpenClipSource:
-        """Parse the part of a spec after ``open_clip:``."""
+        """Parse the part of a spec after ``open_clip:`` (imports open_clip to check architecture and tag)."""
         if not target:
             raise ConfigError("Empty open_clip spec: write e.g. 'open_clip:ViT-B-32/laion2b_s34b_b79k'.")
         if target.startswith(("local-dir:", "hf-hub:")):
@@ -62,6 +64,8 @@ class OpenClipSource:
                     f"unknown. Name it in the spec: 'open_clip:ViT-B-32@{path}'."
                 )
             return cls(model=f"local-dir:{path.parent}", checkpoint=path)
+        import open_clip
+
         arch, _, tag = target.partition("/")
         if arch not in open_clip.list_models():
             raise ConfigError(
@@ -77,6 +81,7 @@ class OpenClipSource:
         """True when loading needs no download."""
         if self.pretrained is None:
             return not self.model.startswith("hf-hub:")
+        import open_clip
         from huggingface_hub import try_to_load_from_cache
 
         cfg = open_clip.get_pretrained_cfg(self.model, self.pretrained)
@@ -91,24 +96,40 @@ def _looks_like_path(target: str) -> bool:
 
 
 class OpenClipEncoder(Encoder):
-    """An open_clip model; ``encode_texts`` and ``encode_images`` land in the same space."""
+    """An open_clip model; ``encode_texts`` and ``encode_images`` land in the same space.
+
+    ``target`` (the spec after ``open_clip:``) is parsed and checked when first needed: that imports open_clip,
+    which a process that never uses this space should not pay for."""
 
     modalities = frozenset({Modality.IMAGE, Modality.TEXT})
 
-    def __init__(self, spec: str, source: OpenClipSource, options: EncoderOptions) -> None:
+    def __init__(self, spec: str, target: str | OpenClipSource, options: EncoderOptions) -> None:
         super().__init__(spec, options)
-        self.source = source
+        self._target = target
         self._model: Any = None
         self._preprocess: Any = None
         self._on_device_preprocess: ClipPreprocess | None = None
         self._tokenizer: Any = None
-        self._device = torch.device("cpu")
+        self._device: torch.device  # set by _load
         self._dim = 0
         self._trim_padding = False
 
+    @property
+    def source(self) -> OpenClipSource:
+        """Where the model comes from; ``ConfigError`` for an unknown architecture or tag."""
+        if not isinstance(self._target, OpenClipSource):
+            self._target = OpenClipSource.parse(self._target)
+        return self._target
+
     def _load(self) -> str:
+        import open_clip
+        import torch
+
+        from xmodal.encoders.jpeg import ClipPreprocess
+
+        source = self.source  # a bad spec is a ConfigError before anything loads
         self._device = resolve_device(self.options.device)
-        if not self.source.is_cached(self.cache_dir):
+        if not source.is_cached(self.cache_dir):
             reason = hub_offline_reason(self.options.hub_timeout_s)
             if reason is not None:
                 raise WeightsUnavailableError(self.spec, str(self.cache_dir), reason, local_options=LOCAL_OPTIONS)
@@ -178,6 +199,8 @@ class OpenClipEncoder(Encoder):
 
     def prepare_jpeg(self, data: bytes) -> EncodedJpeg | None:
         """The file's bytes, when this encoder decodes JPEGs on its device (CUDA under ``jpeg_decode=auto``)."""
+        from xmodal.encoders.jpeg import EncodedJpeg
+
         self.load()
         if self._on_device_preprocess is None:
             return None
@@ -187,6 +210,10 @@ class OpenClipEncoder(Encoder):
         return None
 
     def _encode_prepared_images(self, prepared: list[torch.Tensor | EncodedJpeg]) -> np.ndarray:
+        import torch
+
+        from xmodal.encoders.jpeg import EncodedJpeg, decode_batch
+
         jpegs = [i for i, item in enumerate(prepared) if isinstance(item, EncodedJpeg)]
         tensors: list[torch.Tensor] = list(prepared)  # type: ignore[arg-type]
         if jpegs:
@@ -218,6 +245,8 @@ class OpenClipEncoder(Encoder):
 def trims_padding(model: Any) -> bool:
     """Whether ``model``'s text tower may skip the padding after the longest text of a batch: with a causal mask
     and the end-of-text token's output as the text's vector, no position before it looks at the padding."""
+    import open_clip
+
     return (
         isinstance(model, open_clip.CLIP)
         and getattr(model, "attn_mask", None) is not None
@@ -230,6 +259,8 @@ def encode_text_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
 
     A short query is ~10 of CLIP's 77 positions, so this is several times less work for the same vectors.
     """
+    import torch
+
     if model.text_pool_type == "argmax":
         ends = tokens.argmax(dim=-1)
     else:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-
-import torch
+from typing import TYPE_CHECKING
 
 from xmodal.config import DevicePreference
 from xmodal.errors import ConfigError
 
+if TYPE_CHECKING:  # imported by the functions: only a loaded model needs torch
+    import torch
+
 
 def resolve_device(preference: DevicePreference) -> torch.device:
     """CUDA when asked for or available under ``auto``; CPU otherwise."""
+    import torch
+
     if preference is DevicePreference.CPU:
         return torch.device("cpu")
     if torch.cuda.is_available():
@@ -27,6 +31,8 @@ def resolve_device(preference: DevicePreference) -> torch.device:
 @contextlib.contextmanager
 def inference_context(device: torch.device) -> Iterator[None]:
     """``inference_mode``, plus fp16 autocast on CUDA."""
+    import torch
+
     with torch.inference_mode():
         if device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):

@@ -10,9 +10,9 @@ from xmodal.errors import ConfigError
 
 
 def _open_clip(spec: str, target: str, settings: Settings) -> Encoder:
-    from xmodal.encoders.clip import OpenClipEncoder, OpenClipSource
+    from xmodal.encoders.clip import OpenClipEncoder
 
-    return OpenClipEncoder(spec, OpenClipSource.parse(target), EncoderOptions.from_settings(settings))
+    return OpenClipEncoder(spec, target, EncoderOptions.from_settings(settings))
 
 
 def _sentence(spec: str, target: str, settings: Settings) -> Encoder:
@@ -36,7 +36,8 @@ _FAMILIES: dict[str, Callable[[str, str, Settings], Encoder]] = {
 
 
 def build_encoder(spec: str, settings: Settings) -> Encoder:
-    """The encoder a spec names; nothing is loaded until it is first used.
+    """The encoder a spec names; nothing is loaded (or imported: torch, open_clip, transformers) until it is first
+    used, and an open_clip architecture or tag is checked then too.
 
     >>> build_encoder("sentence:all-MiniLM-L6-v2", Settings(home="/tmp/xmodal-doc")).spec
     'sentence:all-MiniLM-L6-v2'

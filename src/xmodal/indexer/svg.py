@@ -1,7 +1,12 @@
 """SVG images: rendered to pixels (with cairosvg, the ``svg`` extra) so they are indexed like any other image.
 
 Rendering is bounded by size: the SVG's bytes by ``XMODAL_MAX_FILE_BYTES`` and the raster by ``max_side`` pixels
-on the longest side (the encoders see 224-336 pixels), which also bounds the time a drawing can take. External
+on the longest side (the encoders see 224-336 pixels). It is bounded in time too: a small file can still ask for
+an endless drawing (``<use>`` elements that each repeat a group of ``<use>`` elements, ...), so each SVG is drawn
+in a child process that is killed after ``timeout_s`` seconds (``XMODAL_SVG_TIMEOUT_S``), and the file fails with
+that reason. The child is a fork of this process with cairosvg imported, so a drawing costs a fork, not an
+interpreter start, and the script that runs the indexer is not imported again (as spawn and forkserver children
+would do). This process itself never draws, so no thread of it holds cairo's locks when it forks. External
 resources (linked images, entities) are never fetched: cairosvg runs in its safe mode.
 """
 
@@ -9,7 +14,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import multiprocessing
 import re
+from multiprocessing.connection import Connection
 
 from PIL import Image
 
@@ -29,19 +36,54 @@ def looks_like_svg(data: bytes) -> bool:
     return _SVG_START.match(data[:4096].lstrip(b"\xef\xbb\xbf")) is not None
 
 
-def render_svg(data: bytes, *, max_side: int) -> Image.Image:
-    """The SVG drawn on white as RGB, its longest side ``max_side`` pixels; ``DecodeError`` if it cannot be."""
+def render_svg(data: bytes, *, max_side: int, timeout_s: float = 10.0) -> Image.Image:
+    """The SVG drawn on white as RGB, its longest side ``max_side`` pixels, by a child process given at most
+    ``timeout_s`` seconds; ``DecodeError`` (with the reason) if it cannot be drawn in that time."""
+    import cairosvg  # noqa: F401 (imported here once, so that every child has it already)
+
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_render_into, args=(sender, data, max_side), name="xmodal-svg", daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            raise DecodeError(f"SVG took longer than {timeout_s:g} s to render (XMODAL_SVG_TIMEOUT_S); it was stopped")
+        outcome, payload = receiver.recv()
+    except EOFError:  # the child died without a word (killed, out of memory)
+        child.join()
+        raise DecodeError(f"SVG could not be rendered: the renderer exited with code {child.exitcode}") from None
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if outcome != "ok":
+        raise DecodeError(f"SVG could not be rendered: {payload}")
+    image = Image.open(io.BytesIO(payload))
+    image.load()
+    return image.convert("RGB")
+
+
+def _render_into(sender: Connection, data: bytes, max_side: int) -> None:
+    """In the child: draw, and send ``("ok", png)`` or ``("error", reason)``."""
+    try:
+        sender.send(("ok", _draw_png(data, max_side=max_side)))
+    except MemoryError:
+        sender.send(("error", "it needs more memory than there is"))
+    except Exception as exc:  # cairosvg raises XML parse errors, ValueError and cairo's own errors
+        sender.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        sender.close()
+
+
+def _draw_png(data: bytes, *, max_side: int) -> bytes:
+    """PNG bytes of the SVG on white, its longest side ``max_side`` pixels (unbounded in time: a child runs it)."""
     import cairosvg
 
-    try:
-        intrinsic = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=data, output_width=8, unsafe=False)))
-        landscape = intrinsic.width >= intrinsic.height
-        size = {"output_width": max_side} if landscape else {"output_height": max_side}
-        png = cairosvg.svg2png(bytestring=data, unsafe=False, background_color="white", **size)
-        image = Image.open(io.BytesIO(png))
-        image.load()
-    except MemoryError:
-        raise
-    except Exception as exc:  # cairosvg raises XML parse errors, ValueError and cairo's own errors
-        raise DecodeError(f"SVG could not be rendered: {type(exc).__name__}: {exc}") from exc
-    return image.convert("RGB")
+    intrinsic = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=data, output_width=8, unsafe=False)))
+    landscape = intrinsic.width >= intrinsic.height
+    size = {"output_width": max_side} if landscape else {"output_height": max_side}
+    png = cairosvg.svg2png(bytestring=data, unsafe=False, background_color="white", **size)
+    assert isinstance(png, bytes)
+    return png

@@ -207,7 +207,11 @@ class Searcher:
                 embeds = ", ".join(sorted(m.value for m in space.encoder.modalities))
                 raise InvalidQueryError(f"Space '{space.name}' cannot embed {part.kind} queries; it embeds {embeds}.")
             used = False
-            for space in spaces:
+            # A space with nothing published has no vector to compare with, so its model is not loaded (an empty
+            # CLIP space would cost open_clip's import), unless no other space can take the part: then loading
+            # it says why (missing weights, say) rather than "nothing indexed".
+            holding = [s for s in spaces if s.stored_index() is not None]
+            for space in holding or spaces:
                 vector = self._part_vector(run, space, part)
                 if vector is not None:
                     used = True
