@@ -48,6 +48,8 @@ app.add_typer(models_app, name="models")
 dataset_app = typer.Typer(help="Write evaluation manifests from known datasets.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(dataset_app, name="dataset")
+import_app = typer.Typer(help="Bring in embeddings made by other tools, without embedding again.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="xmodal home (default: $XMODAL_HOME or ~/.xmodal).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
@@ -491,7 +493,7 @@ def spaces_drop(
     home: HomeOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a space's vectors, e.g. to re-index it with another model."""
+    """Delete a space's vectors, every version of them (to change its model without downtime, see `spaces switch`)."""
     if not yes:
         typer.confirm(f"Delete every vector of space '{name}'?", abort=True)
     with _open(_settings(home), existing=True) as engine:
@@ -564,6 +566,46 @@ def _print_versions(console: Console, found: SwitchState, as_json: bool) -> None
         if version.role == "shadow" and found.progress is not None:
             line += f" ({found.covered} of {found.total} items, {found.progress:.0%})"
         console.print(Text(line))
+
+
+@import_app.command("clip-retrieval")
+def import_clip_retrieval(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="clip-retrieval's output: img_emb/, text_emb/, metadata/ (or an index folder with image.index)."
+        ),
+    ],
+    space: Annotated[str, typer.Option("--space", help="Space to import into (empty, or made by the same model).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="Encoder spec the embeddings were made with, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k."
+        ),
+    ],
+    files: Annotated[
+        Path | None,
+        typer.Option("--files", help="Folder holding the images its image_path names (else: served by URL)."),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a clip-retrieval output folder: its vectors and metadata go into the catalog and SPACE as they are,
+    so text queries are answered with MODEL and /knn-service serves what clip-retrieval's back end did."""
+    with _open(_settings(home), existing=False) as engine:
+        report = engine.import_clip_retrieval(folder, space=space, encoder_spec=model, files=files)
+    if as_json:
+        print(json.dumps(asdict(report), indent=2))
+        return
+    console = _console()
+    console.print(
+        Text(
+            f"space '{report.space}' ({report.encoder_spec}): {report.items} items, {report.vectors} vectors imported "
+            f"({report.local_files} with their file, {report.url_only} served by URL)"
+        )
+    )
+    if report.skipped_count:
+        console.print(Text(f"{report.skipped_count} rows skipped (no file under --files and no http(s) url)"))
 
 
 @app.command("eval")

@@ -35,6 +35,7 @@ from xmodal.errors import (
     NotFoundError,
     XmodalError,
 )
+from xmodal.importers.clip_retrieval import ClipRetrievalFolder, ImportReport, import_folder
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
 from xmodal.indexer.locations import parse_root
 from xmodal.indexer.lock import index_lock
@@ -490,6 +491,27 @@ class Engine:
         """Abandon the new version of ``name`` being built; returns how many vectors went."""
         with index_lock(self.settings.home, self.catalog):
             return switching.cancel(self.spaces, self.catalog, name)
+
+    def import_clip_retrieval(
+        self, folder: str | Path, *, space: str, encoder_spec: str, files: str | Path | None = None
+    ) -> ImportReport:
+        """Import a clip-retrieval output folder (its embeddings, metadata and, without embedding files, its
+        ``image.index``) into ``space`` as vectors of ``encoder_spec``, without embedding anything; ``files``: the
+        folder its ``image_path`` values are in (items outside it are served by their URL)."""
+        found = ClipRetrievalFolder.open(Path(folder))
+        with index_lock(self.settings.home, self.catalog):
+            try:
+                return import_folder(
+                    found,
+                    catalog=self.catalog,
+                    spaces=self.spaces,
+                    space=space,
+                    encoder_spec=encoder_spec,
+                    files=Path(files) if files is not None else None,
+                    checkpoint_every=self.settings.checkpoint_every,
+                )
+            finally:
+                self.spaces.release_writers()
 
     def switch_state(self, name: str) -> SwitchState:
         """The versions of ``name`` and how far the new one has come."""

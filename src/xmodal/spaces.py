@@ -363,8 +363,15 @@ class SpaceSet:
         that switched model (``xmodal spaces switch``) uses the model its pointer names as current."""
         factory = SpaceFactory(settings, catalog, build)
         spaces = {}
-        for name in settings.space_encoders():
-            spaces[name] = factory.make(name, factory.pointer(name).current_version)
+        for name, configured in settings.space_encoders().items():
+            current = factory.pointer(name).current_version
+            if current.encoder_spec != configured and read_pointer(factory.space_dir(name)) is not None:
+                log.info(
+                    "space %s uses %s (version %d, set by `xmodal spaces switch` or an import); the configured %s "
+                    "applies to a new space only",
+                    name, current.encoder_spec, current.number, configured,
+                )  # fmt: skip
+            spaces[name] = factory.make(name, current)
         return cls(spaces, factory)
 
     def _view(self) -> dict[str, VectorSpace]:

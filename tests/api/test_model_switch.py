@@ -101,14 +101,12 @@ def test_a_space_switches_model_while_the_server_answers(
             while rounds < MAX_ROUNDS and (not done.is_set() or rounds < 6):
                 sent_in = phase[0]
                 rounds += 1
-                if rounds % 3 == 0:  # a fused search over every space too
-                    response = http.post("/search", json={"text": QUERY, "k": 5})
-                else:
-                    response = _knn(http)
+                fused = rounds % 3 == 0  # a fused search over every space, now and then
+                response = http.post("/search", json={"text": QUERY, "k": 5}) if fused else _knn(http)
                 if response.status_code != 200:
                     problems.append(f"{response.request.url}: {response.status_code} {response.text[:300]}")
                     continue
-                if rounds % 3:
+                if not fused:
                     answers.append((sent_in, _answer(response)))
             writer.join(timeout=300)
             assert not writer.is_alive()
