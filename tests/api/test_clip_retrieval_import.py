@@ -195,3 +195,27 @@ def test_only_an_image_index_is_enough(
         # a space holding another model's vectors is refused, with what to do
         with pytest.raises(Exception, match="spaces drop clip"):
             engine.import_clip_retrieval(folder, space="clip", encoder_spec="open_clip:ViT-B-32/laion2b_s34b_b79k")
+
+
+def test_a_folder_of_text_embeddings_becomes_text_items(
+    settings: Settings, tmp_path: Path, encoder_pool: Callable[[str, Settings], Encoder]
+) -> None:
+    writer_module = _writer_module()
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        encoder = engine.spaces["clip"].encoder
+        captions = [random_text(random.Random(n), 4) for n in range(5)]
+        text_embs = _unit16(encoder.encode_texts(captions))
+        sink = writer_module.NumpyWriter(
+            partition_id=0, output_folder=str(tmp_path / "texts"), enable_text=True, enable_image=False,
+            enable_metadata=True, output_partition_count=1,
+        )  # fmt: skip
+        urls = [f"https://example.org/doc/{n}" for n in range(5)]
+        sink({"text_embs": text_embs, "text": captions, "metadata": [json.dumps({"url": url}) for url in urls]})
+        sink.flush()
+        report = engine.import_clip_retrieval(tmp_path / "texts", space="clip", encoder_spec=encoder.spec)
+        assert (report.items, report.url_only) == (5, 5)
+        found = engine.search(captions[2], k=5, space="clip", modalities=["text"])
+        assert {result.path for result in found} == set(urls)
+        assert all(result.modality == "text" for result in found)
+        best = engine.search(text=None, parts=[QueryPart.vector("clip", text_embs[2].astype(np.float32).tolist())], k=1)
+        assert best[0].path == urls[2] and best[0].text_excerpt == captions[2]
