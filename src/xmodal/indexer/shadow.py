@@ -27,6 +27,7 @@ from xmodal.indexer.sources import SourceFile
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog, NewEmbedding
+from xmodal.store.manifest import read_manifest
 from xmodal.store.models import Item, ItemStatus
 from xmodal.store.version_rows import add_rows, items_lacking
 
@@ -61,23 +62,24 @@ def continue_shadows(
     for shadow in spaces.shadows():
         current = spaces[shadow.name]
         run = runs[shadow.name] = ShadowRun(shadow.version)
-        try:
-            shadow.reconcile()
-            shadow.writer()  # loads the model and registers the version
-        except WeightsUnavailableError as exc:
-            run.unavailable = str(exc).splitlines()[0]
-            log.warning("space %s: the new version's model is not here: %s", shadow.name, run.unavailable)
-            continue
+        shadow.reconcile()
         missing = items_lacking(catalog, current.key, shadow.key)
         items = catalog.get_items(missing)
         todo = [items[i] for i in missing if i in items and items[i].path in by_path]
         todo = [item for item in todo if item.status == ItemStatus.OK][: budget if budget is not None else None]
+        if todo:
+            try:
+                shadow.writer()  # loads the model (only when there is work) and registers the version
+            except WeightsUnavailableError as exc:
+                run.unavailable = str(exc).splitlines()[0]
+                log.warning("space %s: the new version's model is not here: %s", shadow.name, run.unavailable)
+                continue
         if budget is not None:
             budget -= len(todo)
         _embed(settings, catalog, shadow, [(item, by_path[item.path]) for item in todo], limits, run)
         shadow.save(final=True, apply_queued=True)
         run.left = len(items_lacking(catalog, current.key, shadow.key))
-        if run.left == 0:
+        if run.left == 0 and read_manifest(shadow.directory) is not None:
             switching.promote(spaces, catalog, shadow.name)
             run.promoted = True
             log.info("space %s: the new version covers every item and is now current", shadow.name)
@@ -92,6 +94,8 @@ def _embed(
     limits: ReadLimits,
     run: ShadowRun,
 ) -> None:
+    if not todo:
+        return
     encoder = shadow.encoder
     images = {shadow.name: encoder.prepare_image} if shadow.embeds(Modality.IMAGE) else {}
     preparers = Preparers(
