@@ -151,10 +151,10 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     spaces: dict[str, str] = Field(description="Per space: ready, empty, or why it cannot answer.")
-    versions: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="Per space that switched or is switching model: its versions (current, shadow being built, "
-        "previous) and the share of items the shadow covers.",
+    versions: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="Only while a space has more than one version: per such space, its versions (current, shadow "
+        "being built, previous) and the share of items the shadow covers.",
     )
 
 

@@ -26,8 +26,8 @@ async def readyz(engine: EngineDep) -> JSONResponse:
     spaces = await run_in_threadpool(engine.readiness)
     versions = await run_in_threadpool(engine.versions)
     ready = all(state in {"ready", "empty"} for state in spaces.values())
-    body = Readiness(status="ready" if ready else "not ready", spaces=spaces, versions=versions)
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    body = Readiness(status="ready" if ready else "not ready", spaces=spaces, versions=versions or None)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
