@@ -414,7 +414,7 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
             if version.role == "current" and len(space.versions) == 1:
                 continue
             line = f"{space.name} version {version.number} ({version.role}): {version.encoder_spec}, "
-            line += f"{version.vectors} vectors over {version.items} items"
+            line += f"{version.vectors} vectors" + (f" over {version.items} items" if version.items is not None else "")
             if version.role == "shadow" and space.switch_progress is not None:
                 line += f", {space.switch_progress:.0%} of the items built"
             console.print(Text(line))
@@ -562,7 +562,7 @@ def _print_versions(console: Console, found: SwitchState, as_json: bool) -> None
         return
     for version in found.versions:
         line = f"space '{found.space}' version {version.number} ({version.role}): {version.encoder_spec}, "
-        line += f"{version.vectors} vectors over {version.items} items"
+        line += f"{version.vectors} vectors" + (f" over {version.items} items" if version.items is not None else "")
         if version.role == "shadow" and found.progress is not None:
             line += f" ({found.covered} of {found.total} items, {found.progress:.0%})"
         console.print(Text(line))

@@ -37,7 +37,7 @@ class VersionState:
     role: str  # current, shadow or previous
     encoder_spec: str
     vectors: int  # published vectors
-    items: int  # items with vectors in this version's catalog rows
+    items: int | None  # items with vectors in this version's catalog rows (counted only while there are two)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +76,19 @@ def state(spaces: SpaceSet, catalog: Catalog, name: str) -> SwitchState:
     pointer = spaces.pointer(name)
     space_dir = spaces.factory.space_dir(name)
     versions = []
-    counts: dict[int, int] = {}
+    counts: dict[int, int | None] = {}
+    several = len(pointer.versions) > 1  # a space that never switched costs no count over its rows
     for role, number in (("current", pointer.current), ("shadow", pointer.shadow), ("previous", pointer.previous)):
         if number is None:
             continue
         manifest = read_manifest(version_directory(space_dir, number))
         live = manifest.count - manifest.tombstone_count if manifest is not None else 0
-        counts[number] = items_with_vectors(catalog, catalog_key(name, number))
+        counts[number] = items_with_vectors(catalog, catalog_key(name, number)) if several else None
         spec = pointer.version(number).encoder_spec
         versions.append(VersionState(number, role, spec, live, counts[number]))
     if pointer.shadow is None:
         return SwitchState(name, tuple(versions))
-    total = counts[pointer.current]
+    total = counts[pointer.current] or 0
     missing = len(items_lacking(catalog, catalog_key(name, pointer.current), catalog_key(name, pointer.shadow)))
     return SwitchState(name, tuple(versions), covered=total - missing, total=total)
 
