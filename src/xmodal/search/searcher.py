@@ -122,7 +122,9 @@ class Searcher:
             for space in spaces
             if Modality.TEXT in space.encoder.modalities
         }
-        self._batched = {name: spaces[name].encoder for name in self._batchers}  # the encoder each batches for
+        # every batcher by the encoder it batches for (a switch of model adds one; queries of the old version,
+        # still in flight, keep theirs); each holds its encoder, so an id is never reused while it is here
+        self._by_encoder = {id(spaces[name].encoder): batcher for name, batcher in self._batchers.items()}
         self._batcher_lock = threading.Lock()
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
 
@@ -133,20 +135,23 @@ class Searcher:
 
     def _batcher(self, space: VectorSpace) -> EncodeBatcher | None:
         """The batcher of the space's text query encodes; a new one when the space switched model."""
+        if space.name not in self._batchers:
+            return None
         with self._batcher_lock:
-            if space.name in self._batchers and self._batched.get(space.name) is not space.encoder:
-                self._batchers[space.name] = EncodeBatcher(
+            batcher = self._by_encoder.get(id(space.encoder))
+            if batcher is None:
+                batcher = self._by_encoder[id(space.encoder)] = EncodeBatcher(
                     space.encoder.encode_texts,
                     wait_s=self.settings.query_batch_wait_ms / 1000,
                     max_texts=self.settings.query_batch_max,
                     name=space.name,
-                )  # the old one stays for queries pinned to the old version; its idle thread costs nothing
-                self._batched[space.name] = space.encoder
-            return self._batchers.get(space.name)
+                )
+                self._batchers[space.name] = batcher
+            return batcher
 
     def close(self) -> None:
         """Stop the encoder threads."""
-        for batcher in self._batchers.values():
+        for batcher in self._by_encoder.values():
             batcher.close()
 
     @property
