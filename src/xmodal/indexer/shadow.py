@@ -11,9 +11,10 @@ nightly cron job) simply continues. Once the shadow covers every item, the run m
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import chain, islice
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from xmodal.store.models import Item, ItemStatus
 from xmodal.store.version_rows import add_rows, items_lacking
 
 log = logging.getLogger(__name__)
+PAGE = 1000  # catalog items read at once while choosing what to embed
 
 
 @dataclass
@@ -63,20 +65,19 @@ def continue_shadows(
         current = spaces[shadow.name]
         run = runs[shadow.name] = ShadowRun(shadow.version)
         shadow.reconcile()
-        missing = items_lacking(catalog, current.key, shadow.key)
-        items = catalog.get_items(missing)
-        todo = [items[i] for i in missing if i in items and items[i].path in by_path]
-        todo = [item for item in todo if item.status == ItemStatus.OK][: budget if budget is not None else None]
-        if todo:
+        pending: Iterator[Item] = _items_to_embed(catalog, items_lacking(catalog, current.key, shadow.key), by_path)
+        if budget is not None:
+            pending = islice(pending, budget)
+        first = next(pending, None)
+        if first is not None:
             try:
                 shadow.writer()  # loads the model (only when there is work) and registers the version
             except WeightsUnavailableError as exc:
                 run.unavailable = str(exc).splitlines()[0]
                 log.warning("space %s: the new version's model is not here: %s", shadow.name, run.unavailable)
                 continue
-        if budget is not None:
-            budget -= len(todo)
-        _embed(settings, catalog, shadow, [(item, by_path[item.path]) for item in todo], limits, run)
+            taken = _embed(settings, catalog, shadow, chain([first], pending), by_path, limits, run)
+            budget = None if budget is None else budget - taken
         shadow.save(final=True, apply_queued=True)
         run.left = len(items_lacking(catalog, current.key, shadow.key))
         if run.left == 0 and read_manifest(shadow.directory) is not None:
@@ -86,16 +87,27 @@ def continue_shadows(
     return runs
 
 
+def _items_to_embed(catalog: Catalog, missing: list[int], by_path: dict[str, SourceFile]) -> Iterator[Item]:
+    """The items among ``missing`` whose files this run saw, read from the catalog a page at a time."""
+    for start in range(0, len(missing), PAGE):
+        page = missing[start : start + PAGE]
+        items = catalog.get_items(page)
+        for item_id in page:
+            item = items.get(item_id)
+            if item is not None and item.status == ItemStatus.OK and item.path in by_path:
+                yield item
+
+
 def _embed(
     settings: Settings,
     catalog: Catalog,
     shadow: VectorSpace,
-    todo: list[tuple[Item, SourceFile]],
+    todo: Iterator[Item],
+    by_path: dict[str, SourceFile],
     limits: ReadLimits,
     run: ShadowRun,
-) -> None:
-    if not todo:
-        return
+) -> int:
+    """Embed the ``todo`` items into the shadow, a batch at a time; returns how many were taken."""
     encoder = shadow.encoder
     images = {shadow.name: encoder.prepare_image} if shadow.embeds(Modality.IMAGE) else {}
     preparers = Preparers(
@@ -104,12 +116,12 @@ def _embed(
         audio={shadow.name: encoder.prepare_audio} if shadow.embeds(Modality.AUDIO) else {},
     )
     sizers = BatchSizers.for_settings(settings)
-    since_save = 0
+    since_save = taken = 0
     with ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="xmodal-shadow") as pool:
-        for start in range(0, len(todo), sizers.size):
-            part = todo[start : start + sizers.size]
-            decoded = list(pool.map(lambda pair: _read(pair[0], pair[1], limits, preparers), part))
-            ready = [(item, file) for (item, _), file in zip(part, decoded, strict=True) if file is not None]
+        while part := list(islice(todo, sizers.size)):
+            taken += len(part)
+            decoded = list(pool.map(lambda item: _read(item, by_path[item.path], limits, preparers), part))
+            ready = [(item, file) for item, file in zip(part, decoded, strict=True) if file is not None]
             run.failed += len(part) - len(ready)
             if not ready:
                 continue
@@ -136,6 +148,7 @@ def _embed(
             if since_save >= settings.checkpoint_every:
                 shadow.save()
                 since_save = 0
+    return taken
 
 
 def _read(item: Item, source: SourceFile, limits: ReadLimits, preparers: Preparers) -> DecodedFile | None:
