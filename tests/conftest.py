@@ -84,15 +84,24 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local-dir open_clip model: the shipped tiny config with seeded random weights."""
-    directory = tmp_path_factory.mktemp("tiny_clip")
+def _tiny_clip(directory: Path, seed: int) -> Path:
     shutil.copy(FIXTURES / "tiny_clip" / "open_clip_config.json", directory)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = open_clip.create_model(f"local-dir:{directory}", load_weights=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, directory / "open_clip_model.safetensors")
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local-dir open_clip model: the shipped tiny config with seeded random weights."""
+    return _tiny_clip(tmp_path_factory.mktemp("tiny_clip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model of the same tiny config (other random weights): what a space switches to in tests."""
+    return _tiny_clip(tmp_path_factory.mktemp("tiny_clip_b"), seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ from xmodal.errors import (
 if TYPE_CHECKING:  # the engine (and the model libraries behind it) load only in the commands that use them
     from xmodal.engine import Engine
     from xmodal.indexer.runner import IndexReport
+    from xmodal.switching import SwitchState
 
 app = typer.Typer(help="Cross-modal search over folders of images, audio and texts.", no_args_is_help=True)
 models_app = typer.Typer(help="Pre-fetch and list model weights.", no_args_is_help=True)
@@ -49,6 +50,8 @@ app.add_typer(models_app, name="models")
 dataset_app = typer.Typer(help="Write evaluation manifests from known datasets.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(dataset_app, name="dataset")
+import_app = typer.Typer(help="Bring in embeddings made by other tools, without embedding again.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="xmodal home (default: $XMODAL_HOME or ~/.xmodal).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
@@ -193,6 +196,14 @@ def _print_report(console: Console, report: IndexReport, decode_workers: int) ->
         console.print(Text(f"  skipped {count}: {reason}"))
     for name, reason in report.spaces_unavailable.items():
         console.print(f"[yellow]space '{escape(name)}' was not indexed:[/yellow] {escape(short_reason(reason))}")
+    for name, shadow in report.shadows.items():
+        if shadow.unavailable:
+            line = f"space '{name}' new version {shadow.version} not built: {short_reason(shadow.unavailable)}"
+        elif shadow.promoted:
+            line = f"space '{name}': new version {shadow.version} built ({shadow.embedded} items now) and current"
+        else:
+            line = f"space '{name}': new version {shadow.version}: {shadow.embedded} items embedded, {shadow.left} left"
+        console.print(Text(line + (f" ({shadow.failed} unreadable)" if shadow.failed else "")))
     _print_failures(console, report)
 
 
@@ -537,6 +548,15 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
             space.fingerprint or "",
         )
     console.print(table)
+    for space in info.spaces:
+        for version in space.versions:
+            if version.role == "current" and len(space.versions) == 1:
+                continue
+            line = f"{space.name} version {version.number} ({version.role}): {version.encoder_spec}, "
+            line += f"{version.vectors} vectors" + (f" over {version.items} items" if version.items is not None else "")
+            if version.role == "shadow" and space.switch_progress is not None:
+                line += f", {space.switch_progress:.0%} of the items built"
+            console.print(Text(line))
 
 
 def _effort(tuning: dict[str, float | int | None]) -> str:
@@ -612,12 +632,119 @@ def spaces_drop(
     home: HomeOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a space's vectors, e.g. to re-index it with another model."""
+    """Delete a space's vectors, every version of them (to change its model without downtime, see `spaces switch`)."""
     if not yes:
         typer.confirm(f"Delete every vector of space '{name}'?", abort=True)
     with _open(_settings(home), existing=True) as engine:
         dropped = engine.drop_space(name)
     _console().print(f"space '{name}': {dropped} vectors deleted; the next `xmodal index` embeds them again")
+
+
+@spaces_app.command("switch")
+def spaces_switch(
+    name: Annotated[str, typer.Argument(help="Space whose model changes.")],
+    to: Annotated[str | None, typer.Option("--to", help="Encoder spec of the new model.")] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Make the new version current now, even before it covers every item.")
+    ] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Abandon the new version being built.")] = False,
+    forget_old: Annotated[
+        bool, typer.Option("--forget-old", help="Delete the previous version: no rollback after this.")
+    ] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a space's model without downtime: the next `xmodal index` runs (resumable, --max-items, the nightly
+    job) build a new version beside the current one, which keeps answering; it becomes current once it covers
+    every item (or at --promote); `xmodal spaces rollback` restores the old one until --forget-old."""
+    if not (to or promote or cancel or forget_old):
+        raise typer.BadParameter("say what to do: --to SPEC, --promote, --cancel or --forget-old")
+    console = _console()
+    with _open(_settings(home), existing=True) as engine:
+        if cancel:
+            console.print(
+                f"space '{name}': the new version is abandoned ({engine.cancel_switch(name)} vectors deleted)"
+            )
+        if to is not None:
+            engine.switch_space(name, to)
+        if promote:
+            engine.promote_space(name, force=True)
+        if forget_old:
+            gone = engine.forget_old_version(name)
+            console.print(f"space '{name}': previous version deleted ({gone} vectors); no rollback after this")
+        found = engine.switch_state(name)
+    _print_versions(console, found, as_json)
+    if to is not None and found.switching and not as_json:
+        console.print(
+            Text(
+                f"the next `xmodal index` runs embed the {found.total - found.covered} remaining items with {to} "
+                "(--max-items spreads it over several runs); searches use the current model until then"
+            )
+        )
+
+
+@spaces_app.command("rollback")
+def spaces_rollback(
+    name: Annotated[str, typer.Argument(help="Space to return to its previous model.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a space's previous version (its model before the last switch) current again."""
+    with _open(_settings(home), existing=True) as engine:
+        found = engine.rollback_space(name)
+    _print_versions(_console(), found, as_json)
+
+
+def _print_versions(console: Console, found: SwitchState, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**asdict(found), "progress": found.progress}, indent=2))
+        return
+    for version in found.versions:
+        line = f"space '{found.space}' version {version.number} ({version.role}): {version.encoder_spec}, "
+        line += f"{version.vectors} vectors" + (f" over {version.items} items" if version.items is not None else "")
+        if version.role == "shadow" and found.progress is not None:
+            line += f" ({found.covered} of {found.total} items, {found.progress:.0%})"
+        console.print(Text(line))
+
+
+@import_app.command("clip-retrieval")
+def import_clip_retrieval(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="clip-retrieval's output: img_emb/, text_emb/, metadata/ (or an index folder with image.index)."
+        ),
+    ],
+    space: Annotated[str, typer.Option("--space", help="Space to import into (empty, or made by the same model).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="Encoder spec the embeddings were made with, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k."
+        ),
+    ],
+    files: Annotated[
+        Path | None,
+        typer.Option("--files", help="Folder holding the images its image_path names (else: served by URL)."),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a clip-retrieval output folder: its vectors and metadata go into the catalog and SPACE as they are,
+    so text queries are answered with MODEL and /knn-service serves what clip-retrieval's back end did."""
+    with _open(_settings(home), existing=False) as engine:
+        report = engine.import_clip_retrieval(folder, space=space, encoder_spec=model, files=files)
+    if as_json:
+        print(json.dumps(asdict(report), indent=2))
+        return
+    console = _console()
+    console.print(
+        Text(
+            f"space '{report.space}' ({report.encoder_spec}): {report.items} items, {report.vectors} vectors imported "
+            f"({report.local_files} with their file, {report.url_only} served by URL)"
+        )
+    )
+    if report.skipped_count:
+        console.print(Text(f"{report.skipped_count} rows skipped (no file under --files and no http(s) url)"))
 
 
 @app.command("eval")

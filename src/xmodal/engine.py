@@ -14,7 +14,7 @@ import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from xmodal import switching
 from xmodal.config import FusionMethod, Settings
 from xmodal.encoders import build_encoder
 from xmodal.encoders.ocr import OcrLimits, TextReader
@@ -34,6 +35,7 @@ from xmodal.errors import (
     NotFoundError,
     XmodalError,
 )
+from xmodal.importers.clip_retrieval import ClipRetrievalFolder, ImportReport, import_folder
 from xmodal.indexer.decode import AudioLimits, ImageLimits, audio_supported, decode_audio, decode_image, to_rgb
 from xmodal.indexer.locations import parse_root
 from xmodal.indexer.lock import index_lock
@@ -45,6 +47,7 @@ from xmodal.spaces import EncoderBuilder, SpaceSet
 from xmodal.store.catalog import Catalog
 from xmodal.store.filters import ItemFilter
 from xmodal.store.models import Item
+from xmodal.switching import SwitchState, VersionState
 
 ImageInput = str | Path | bytes | Image.Image
 AudioInput = str | Path | bytes | AudioClip
@@ -60,6 +63,9 @@ class SpaceStats:
     index: str = "Flat"  # FAISS factory key of the published index
     tombstones: int = 0  # removed vectors the index still holds until its next compaction
     search_effort: dict[str, float | int | None] = field(default_factory=dict)  # efSearch/nprobe and recall
+    version: int = 1  # the version answering queries (a switch of model makes a new one)
+    versions: list[VersionState] = field(default_factory=list)  # current, shadow (being built), previous
+    switch_progress: float | None = None  # share of the items the shadow covers, while a switch is under way
 
 
 @dataclass
@@ -198,6 +204,7 @@ class Engine:
             text_reader=self.text_reader,
         )
         with index_lock(self.settings.home, self.catalog):
+            self.spaces.refresh(wait=True)  # a switch another process started (or finished) since this engine looked
             try:
                 roots = [parse_root(p) for p in paths]
                 return indexer.run(roots, prune=prune, force_prune=force_prune, max_items=max_items)
@@ -375,8 +382,9 @@ class Engine:
         catalog_stats = self.catalog.stats()
         spaces = []
         for space in self.spaces:
-            row = self.catalog.get_space(space.name)
+            row = self.catalog.get_space(space.key)
             index = space.stored_index()
+            versions = switching.state(self.spaces, self.catalog, space.name)
             spaces.append(
                 SpaceStats(
                     name=space.name,
@@ -387,6 +395,9 @@ class Engine:
                     index=index.index_key if index else "Flat",
                     tombstones=index.tombstones if index else 0,
                     search_effort=index.tuning.as_dict() if index else {},
+                    version=space.version,
+                    versions=list(versions.versions),
+                    switch_progress=versions.progress,
                 )
             )
         return EngineStats(
@@ -433,8 +444,79 @@ class Engine:
                 states[space.name] = str(exc).splitlines()[0]
         return states
 
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """Per space that has switched or is switching model: its versions (number, role, model, vectors, items)
+        and, while a switch is under way, the share of items the new version covers (``/readyz``, the page)."""
+        summary: dict[str, dict[str, Any]] = {}
+        for space in self.spaces:
+            found = switching.state(self.spaces, self.catalog, space.name)
+            if len(found.versions) < 2:
+                continue
+            summary[space.name] = {
+                "versions": [asdict(version) for version in found.versions],
+                "progress": found.progress,
+                "covered": found.covered,
+                "total": found.total,
+            }
+        return summary
+
     def drop_space(self, name: str) -> int:
-        """Delete a space's vectors (e.g. before re-indexing it with another model)."""
+        """Delete a space's vectors, every version of them (to re-index it from scratch)."""
         if name not in self.spaces:
             raise NotFoundError(f"No space named '{name}'. Spaces: {', '.join(self.spaces.names())}.")
-        return self.spaces[name].drop()
+        with index_lock(self.settings.home, self.catalog):
+            return switching.drop(self.spaces, self.catalog, name)
+
+    # changing a space's model ----------------------------------------------------------------------------
+
+    def switch_space(self, name: str, encoder_spec: str) -> SwitchState:
+        """Start building a new version of space ``name`` with ``encoder_spec``; the index runs build it (within
+        ``max_items``, resumable) while searches keep using the current model, and make it current once it covers
+        every item. ``IndexLockedError`` while an indexer runs."""
+        with index_lock(self.settings.home, self.catalog):
+            return switching.start(self.spaces, self.catalog, name, encoder_spec)
+
+    def promote_space(self, name: str, *, force: bool = True) -> SwitchState:
+        """Make the new version of ``name`` current now (``force``: even before it covers every item)."""
+        with index_lock(self.settings.home, self.catalog):
+            return switching.promote(self.spaces, self.catalog, name, force=force)
+
+    def rollback_space(self, name: str) -> SwitchState:
+        """Make the previous version of ``name`` current again."""
+        with index_lock(self.settings.home, self.catalog):
+            return switching.rollback(self.spaces, self.catalog, name)
+
+    def forget_old_version(self, name: str) -> int:
+        """Delete the previous version of ``name`` (no rollback after this); returns how many vectors went."""
+        with index_lock(self.settings.home, self.catalog):
+            return switching.forget_old(self.spaces, self.catalog, name)
+
+    def cancel_switch(self, name: str) -> int:
+        """Abandon the new version of ``name`` being built; returns how many vectors went."""
+        with index_lock(self.settings.home, self.catalog):
+            return switching.cancel(self.spaces, self.catalog, name)
+
+    def import_clip_retrieval(
+        self, folder: str | Path, *, space: str, encoder_spec: str, files: str | Path | None = None
+    ) -> ImportReport:
+        """Import a clip-retrieval output folder (its embeddings, metadata and, without embedding files, its
+        ``image.index``) into ``space`` as vectors of ``encoder_spec``, without embedding anything; ``files``: the
+        folder its ``image_path`` values are in (items outside it are served by their URL)."""
+        found = ClipRetrievalFolder.open(Path(folder))
+        with index_lock(self.settings.home, self.catalog):
+            try:
+                return import_folder(
+                    found,
+                    catalog=self.catalog,
+                    spaces=self.spaces,
+                    space=space,
+                    encoder_spec=encoder_spec,
+                    files=Path(files) if files is not None else None,
+                    checkpoint_every=self.settings.checkpoint_every,
+                )
+            finally:
+                self.spaces.release_writers()
+
+    def switch_state(self, name: str) -> SwitchState:
+        """The versions of ``name`` and how far the new one has come."""
+        return switching.state(self.spaces, self.catalog, name)

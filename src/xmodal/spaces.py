@@ -12,6 +12,8 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,13 @@ from xmodal.store.legacy import has_legacy, read_legacy, remove_legacy
 from xmodal.store.manifest import manifest_stamp, read_manifest
 from xmodal.store.merge_policy import MergePolicy
 from xmodal.store.snapshot import SpaceSnapshot
+from xmodal.store.versions import (
+    SpaceVersion,
+    VersionPointer,
+    pointer_stamp,
+    read_pointer,
+    version_directory,
+)
 from xmodal.store.writer import SpaceWriter
 
 log = logging.getLogger(__name__)
@@ -82,8 +91,12 @@ class VectorSpace:
         *,
         merges: MergePolicy | None = None,
         dtype: str = "float16",
+        key: str | None = None,
+        version: int = 1,
     ) -> None:
         self.name = name
+        self.key = key or name  # the catalog's name for this version's rows (see xmodal.store.versions)
+        self.version = version
         self.encoder = encoder
         self.directory = directory
         self.catalog = catalog
@@ -223,7 +236,7 @@ class VectorSpace:
             published = read_manifest(self.directory) is not None
             if not published:
                 self.catalog.save_space(
-                    name=self.name,
+                    name=self.key,
                     encoder_spec=self.encoder.spec,
                     dim=self.encoder.dim,
                     fingerprint=self.encoder.fingerprint,
@@ -253,13 +266,13 @@ class VectorSpace:
         if writer is None:
             if not apply_queued or read_manifest(self.directory) is None:
                 return False
-            if not self.catalog.has_queued_deletions(self.name):
+            if not self.catalog.has_queued_deletions(self.key):
                 return False
             writer = self._open_writer()
-        queued = self.catalog.has_queued_deletions(self.name)
+        queued = self.catalog.has_queued_deletions(self.key)
         if not (writer.dirty or queued or (final and writer.needs_merge(final=True))):
             return False
-        writer.publish(CatalogDeletions(self.catalog, self.name), final=final)
+        writer.publish(CatalogDeletions(self.catalog, self.key), final=final)
         self.refresh(wait=True)
         return True
 
@@ -277,11 +290,11 @@ class VectorSpace:
         """
         manifest = read_manifest(self.directory)
         high_water = manifest.high_water if manifest is not None else 0
-        if manifest is not None and self.catalog.has_queued_deletions(self.name):
+        if manifest is not None and self.catalog.has_queued_deletions(self.key):
             self._open_writer()  # so that this run's publication applies them, even if nothing else changes
-        orphans = self.catalog.vector_ids_above(self.name, high_water)
+        orphans = self.catalog.vector_ids_above(self.key, high_water)
         if len(orphans):
-            self.catalog.delete_embeddings(self.name, orphans.tolist())
+            self.catalog.delete_embeddings(self.key, orphans.tolist())
             log.warning(
                 "space %s: forgot %d vectors an interrupted run had not published; their items are embedded again",
                 self.name,
@@ -292,60 +305,190 @@ class VectorSpace:
     def drop(self) -> int:
         """Delete the space's vectors and catalog rows; returns how many embeddings went."""
         with self._lock:
-            count = self.catalog.drop_space(self.name)
+            count = self.catalog.drop_space(self.key)
             shutil.rmtree(self.directory, ignore_errors=True)
             self._snapshot, self._stamp, self._writer, self._checked = None, None, None, False
         return count
 
 
-class SpaceSet:
-    """Every space the settings define, by name."""
+class SpaceFactory:
+    """Builds the :class:`VectorSpace` of one version of a space from the settings (its home, its encoder)."""
 
-    def __init__(self, spaces: dict[str, VectorSpace]) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, build: EncoderBuilder = build_encoder) -> None:
+        self.settings, self.catalog, self.build = settings, catalog, build
+        self._policy, self._merges = index_policy(settings), merge_policy(settings)
+
+    def space_dir(self, name: str) -> Path:
+        return self.settings.spaces_dir / name
+
+    def pointer(self, name: str) -> VersionPointer:
+        """The space's versions (a space that never switched: version 1 with the settings' encoder)."""
+        return read_pointer(self.space_dir(name)) or VersionPointer.initial(name, self.settings.space_encoders()[name])
+
+    def make(self, name: str, version: SpaceVersion) -> VectorSpace:
+        return VectorSpace(
+            name,
+            self.build(version.encoder_spec, self.settings),
+            version_directory(self.space_dir(name), version.number),
+            self.catalog,
+            self._policy,
+            merges=self._merges,
+            dtype=self.settings.vector_dtype,
+            key=version.key(name),
+            version=version.number,
+        )
+
+
+class SpaceSet:
+    """Every space the settings define, by name, each at its current version (and the shadows being built).
+
+    A request that runs inside :meth:`pinned` sees one version of each space throughout, even if a switch makes
+    another version current meanwhile; a refresh picks up a switch (the new version is loaded before it answers).
+    """
+
+    def __init__(self, spaces: dict[str, VectorSpace], factory: SpaceFactory | None = None) -> None:
         self._spaces = spaces
+        self._factory = factory
+        self._shadows: dict[str, VectorSpace] = {}
+        self._stamps: dict[str, tuple[int, int] | None] = {}
+        self._switching: set[str] = set()  # spaces whose new current version loads in the background
+        self._lock = threading.Lock()
+        self._pinned: ContextVar[dict[str, VectorSpace] | None] = ContextVar(f"xmodal-pinned-{id(self)}", default=None)
+        if factory is not None:
+            for name in spaces:
+                self._stamps[name] = pointer_stamp(factory.space_dir(name))
+                self._shadows_from(name, factory.pointer(name))
 
     @classmethod
     def from_settings(cls, settings: Settings, catalog: Catalog, build: EncoderBuilder = build_encoder) -> SpaceSet:
-        """The settings' spaces; ``build`` makes each encoder (tests pass one that shares loaded models)."""
-        policy, merges = index_policy(settings), merge_policy(settings)
-        return cls(
-            {
-                name: VectorSpace(
-                    name,
-                    build(spec, settings),
-                    settings.spaces_dir / name,
-                    catalog,
-                    policy,
-                    merges=merges,
-                    dtype=settings.vector_dtype,
-                )
-                for name, spec in settings.space_encoders().items()
-            }
-        )
+        """The settings' spaces; ``build`` makes each encoder (tests pass one that shares loaded models). A space
+        that switched model (``xmodal spaces switch``) uses the model its pointer names as current."""
+        factory = SpaceFactory(settings, catalog, build)
+        spaces = {}
+        for name, configured in settings.space_encoders().items():
+            current = factory.pointer(name).current_version
+            if current.encoder_spec != configured and read_pointer(factory.space_dir(name)) is not None:
+                log.info(
+                    "space %s uses %s (version %d, set by `xmodal spaces switch` or an import); the configured %s "
+                    "applies to a new space only",
+                    name, current.encoder_spec, current.number, configured,
+                )  # fmt: skip
+            spaces[name] = factory.make(name, current)
+        return cls(spaces, factory)
+
+    def _view(self) -> dict[str, VectorSpace]:
+        return self._pinned.get() or self._spaces
 
     def __iter__(self) -> Iterator[VectorSpace]:
-        return iter(self._spaces.values())
+        return iter(list(self._view().values()))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._spaces
+        return name in self._view()
 
     def __getitem__(self, name: str) -> VectorSpace:
-        return self._spaces[name]
+        return self._view()[name]
 
     def names(self) -> list[str]:
-        return list(self._spaces)
+        return list(self._view())
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within this block (in this thread or task) every lookup sees the versions current at its start."""
+        token = self._pinned.set(dict(self._spaces))
+        try:
+            yield
+        finally:
+            self._pinned.reset(token)
+
+    # versions --------------------------------------------------------------------------------------------
+
+    @property
+    def factory(self) -> SpaceFactory:
+        if self._factory is None:
+            raise RuntimeError("this space set was not built from settings: it has no versions")
+        return self._factory
+
+    def pointer(self, name: str) -> VersionPointer:
+        """The versions of space ``name`` as they are on disk now."""
+        return self.factory.pointer(name)
+
+    def shadow(self, name: str) -> VectorSpace | None:
+        """The version of ``name`` being built (``None`` when no switch is under way)."""
+        return self._shadows.get(name)
+
+    def shadows(self) -> list[VectorSpace]:
+        """Every shadow version being built, one per space at most."""
+        return list(self._shadows.values())
+
+    def _shadows_from(self, name: str, pointer: VersionPointer) -> None:
+        wanted = pointer.shadow_version
+        held = self._shadows.get(name)
+        if wanted is None:
+            self._shadows.pop(name, None)
+        elif held is None or held.version != wanted.number:
+            self._shadows[name] = self.factory.make(name, wanted)
+
+    def _follow_pointers(self, *, wait: bool) -> None:
+        """Pick up switches, rollbacks and new shadows written since the pointers were last read."""
+        if self._factory is None:
+            return
+        for name in list(self._spaces):
+            stamp = pointer_stamp(self._factory.space_dir(name))
+            if stamp == self._stamps.get(name):
+                continue
+            pointer = self._factory.pointer(name)
+            self._shadows_from(name, pointer)
+            if pointer.current == self._spaces[name].version:
+                self._stamps[name] = stamp
+                continue
+            with self._lock:
+                if name in self._switching and not wait:
+                    continue  # a background load of it is under way
+                self._switching.add(name)
+            if wait:
+                self._adopt(name, pointer, stamp)
+            else:
+                threading.Thread(
+                    target=self._adopt, args=(name, pointer, stamp), name=f"xmodal-switch-{name}", daemon=True
+                ).start()
+
+    def _adopt(self, name: str, pointer: VersionPointer, stamp: tuple[int, int] | None) -> None:
+        """Load the pointer's current version of ``name``, then make it the one new requests use."""
+        try:
+            space = self.factory.make(name, pointer.current_version)
+            space.stored_index()
+            if space.size:
+                space.check_encoder()  # the model loads now, not in the first request after the switch
+            self._spaces = {**self._spaces, name: space}
+            self._stamps[name] = stamp
+            log.info("space %s: now answering from version %d (%s)", name, space.version, space.encoder.spec)
+        except Exception:  # the old version keeps answering; the next refresh tries again
+            log.exception("space %s: could not load version %d", name, pointer.current)
+        finally:
+            with self._lock:
+                self._switching.discard(name)
+
+    # publishing ------------------------------------------------------------------------------------------
 
     def save(self, *, final: bool = False, apply_queued: bool = False) -> None:
         """Publish every space this process wrote to (and, with ``apply_queued``, queued deletions: lock holder)."""
-        for space in self:
+        for space in [*self._spaces.values(), *self._shadows.values()]:
             space.save(final=final, apply_queued=apply_queued)
 
     def refresh(self, *, wait: bool = False) -> None:
-        """Pick up publications another process made since they were loaded."""
-        for space in self:
+        """Pick up publications and switches another process made since they were loaded."""
+        self._follow_pointers(wait=wait)
+        for space in self._spaces.values():
             space.refresh(wait=wait)
 
     def release_writers(self) -> None:
         """Forget the writers (when the writer lock is released: the next holder starts from the disk)."""
-        for space in self:
+        for space in [*self._spaces.values(), *self._shadows.values()]:
             space.release_writer()
+
+    def reset(self, name: str) -> None:
+        """After the space's files and rows were dropped: version 1 with the settings' encoder again."""
+        factory = self.factory
+        self._shadows.pop(name, None)
+        self._spaces = {**self._spaces, name: factory.make(name, factory.pointer(name).current_version)}
+        self._stamps[name] = pointer_stamp(factory.space_dir(name))

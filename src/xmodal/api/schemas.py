@@ -151,6 +151,11 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     spaces: dict[str, str] = Field(description="Per space: ready, empty, or why it cannot answer.")
+    versions: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="Only while a space has more than one version: per such space, its versions (current, shadow "
+        "being built, previous) and the share of items the shadow covers.",
+    )
 
 
 class IndexRequest(BaseModel):
@@ -200,6 +205,11 @@ class SpaceOverview(BaseModel):
     modalities: list[str]
     available: bool = Field(description="Whether the space's model weights are at hand (it can answer queries).")
     reason: str | None = None
+    version: int = Field(default=1, description="The version answering queries.")
+    switch: dict[str, Any] | None = Field(
+        default=None, description="While the space switches model: the new model, and the share of items it covers."
+    )
+    previous: str | None = Field(default=None, description="The model of the previous version, kept for rollback.")
 
 
 class RunOverview(BaseModel):
@@ -220,3 +230,21 @@ class OverviewBody(BaseModel):
     spaces: list[SpaceOverview]
     examples: list[str] = Field(description="Example queries: captions of indexed items.")
     last_run: RunOverview | None
+
+
+class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str | None = Field(default=None, max_length=1024, description="Encoder spec of the new model.")
+    promote: bool = Field(default=False, description="Make the new version current now, however far it has come.")
+    cancel: bool = Field(default=False, description="Abandon the new version being built.")
+    forget_old: bool = Field(default=False, description="Delete the previous version (no rollback after).")
+
+
+class SpaceVersions(BaseModel):
+    space: str
+    versions: list[dict[str, Any]] = Field(description="number, role (current, shadow, previous), model, vectors.")
+    progress: float | None = Field(description="Share of the items the new version covers, while switching.")
+    covered: int
+    total: int
+    detail: str = ""

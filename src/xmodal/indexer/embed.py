@@ -54,7 +54,7 @@ def _copied(item_id: int, spaces: Sequence[VectorSpace]) -> dict[str, FileVector
     """The vectors an already indexed item has in each space, to serve a copy of its file."""
     copied: dict[str, FileVectors] = {}
     for space in spaces:
-        rows = space.catalog.embeddings_of(item_id, space.name)
+        rows = space.catalog.embeddings_of(item_id, space.key)
         if not rows:
             continue
         found, vectors = space.writer().vectors_of(np.asarray([row.id for row in rows]))

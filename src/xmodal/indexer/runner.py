@@ -35,6 +35,7 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
+from xmodal.indexer.shadow import ShadowRun, continue_shadows
 from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots
 from xmodal.indexer.webdataset import VanishedShards
 from xmodal.indexer.write import write_batch
@@ -83,6 +84,7 @@ class IndexReport:
     ocr_read: int = 0  # images OCR read in this run
     ocr_with_text: int = 0  # ... and found words in
     deferred: int = 0  # left for the next run by max_items
+    shadows: dict[str, ShadowRun] = field(default_factory=dict)  # spaces switching model: the new version's build
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_reasons: Counter[str] = field(default_factory=Counter)
     spaces_unavailable: dict[str, str] = field(default_factory=dict)
@@ -204,6 +206,12 @@ class Indexer:
             if prune:  # after processing, so a moved file found its old self and reused its vectors
                 report.pruned = self._prune(
                     listing.prune_roots, scan, report, force=force_prune, vanished=listing.vanished
+                )
+            if self.spaces.shadows() and not report.deferred:  # a space switching model: build its new version
+                budget = None if max_items is None else max_items - len(todo)
+                sources = [source for source, _ in scan.candidates]
+                report.shadows = continue_shadows(
+                    self.settings, self.catalog, self.spaces, sources, self.limits, budget=budget
                 )
             status = "finished"
         finally:
@@ -652,6 +660,6 @@ def _covered(state: FileState, coverage: dict[int, set[str]], active: list[Vecto
     modality = Modality(state.modality)
     for space in active:
         wanted = space.embeds(modality) or (state.has_text and space.embeds(Modality.TEXT))
-        if wanted and space.name not in have:
+        if wanted and space.key not in have:
             return False
     return True

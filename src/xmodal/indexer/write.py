@@ -29,14 +29,16 @@ def write_batch(
     stacked: dict[str, list[np.ndarray]] = {}
     for decoded, per_space in zip(files, vectors, strict=True):
         assert decoded.record is not None
-        embeddings = {name: fv.embeddings for name, fv in per_space.items()}
+        embeddings = {spaces[name].key: fv.embeddings for name, fv in per_space.items()}  # rows of its version
         body = decoded.text if decoded.text != decoded.record.caption else None  # the caption has its own column
         requests.append(WriteRequest(decoded.record, embeddings, body))
         for name, file_vectors in per_space.items():
             stacked.setdefault(name, []).extend(file_vectors.vectors)
     new_ids, _ = catalog.write_items(requests)
+    by_key = {space.key: space for space in spaces}
     added = 0
-    for name, ids in new_ids.items():
-        spaces[name].writer().add(np.asarray(ids, dtype=np.int64), np.stack(stacked[name]))
+    for key, ids in new_ids.items():
+        space = by_key[key]
+        space.writer().add(np.asarray(ids, dtype=np.int64), np.stack(stacked[space.name]))
         added += len(ids)
     return added

@@ -31,7 +31,7 @@ class FilterPlan:
         """``selective``: few enough items pass (see :func:`is_selective`) to restrict the search itself."""
         if item_filter.empty or not selective:
             return cls(item_filter)
-        ids = space.catalog.vector_ids_of_matching(space.name, item_filter)
+        ids = space.catalog.vector_ids_of_matching(space.key, item_filter)
         return cls(item_filter, np.asarray(sorted(ids), dtype=np.int64))
 
 

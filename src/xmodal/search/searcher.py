@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -121,6 +122,10 @@ class Searcher:
             for space in spaces
             if Modality.TEXT in space.encoder.modalities
         }
+        # every batcher by the encoder it batches for (a switch of model adds one; queries of the old version,
+        # still in flight, keep theirs); each holds its encoder, so an id is never reused while it is here
+        self._by_encoder = {id(spaces[name].encoder): batcher for name, batcher in self._batchers.items()}
+        self._batcher_lock = threading.Lock()
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
 
     @property
@@ -128,9 +133,25 @@ class Searcher:
         """Space name -> the batcher of its text query encodes."""
         return dict(self._batchers)
 
+    def _batcher(self, space: VectorSpace) -> EncodeBatcher | None:
+        """The batcher of the space's text query encodes; a new one when the space switched model."""
+        if space.name not in self._batchers:
+            return None
+        with self._batcher_lock:
+            batcher = self._by_encoder.get(id(space.encoder))
+            if batcher is None:
+                batcher = self._by_encoder[id(space.encoder)] = EncodeBatcher(
+                    space.encoder.encode_texts,
+                    wait_s=self.settings.query_batch_wait_ms / 1000,
+                    max_texts=self.settings.query_batch_max,
+                    name=space.name,
+                )
+                self._batchers[space.name] = batcher
+            return batcher
+
     def close(self) -> None:
         """Stop the encoder threads."""
-        for batcher in self._batchers.values():
+        for batcher in self._by_encoder.values():
             batcher.close()
 
     @property
@@ -139,6 +160,10 @@ class Searcher:
 
     def search(self, query: SearchQuery) -> SearchResponse:
         self.spaces.refresh()  # a nightly run may have published new indexes since the last query
+        with self.spaces.pinned():  # one version of each space for the whole query, even if one switches model
+            return self._answer(query)
+
+    def _answer(self, query: SearchQuery) -> SearchResponse:
         run = _Run(query, SearchResponse(results=[]))
         clock = _Clock(run.response.timings)
         with clock("encode"):
@@ -275,13 +300,13 @@ class Searcher:
         key = (space.name, space.encoder.fingerprint, str(part.value))
         vector = self.query_cache.get(key)
         if vector is None:
-            vector = encode_part(space, part, self._batchers.get(space.name))
+            vector = encode_part(space, part, self._batcher(space))
             self.query_cache.put(key, vector)
         return vector
 
     def _item_vector(self, space: VectorSpace, item_id: int) -> np.ndarray | None:
         index = space.stored_index()
-        ids = self.catalog.vector_ids_of_items(space.name, [item_id]).get(item_id)
+        ids = self.catalog.vector_ids_of_items(space.key, [item_id]).get(item_id)
         if index is None or not ids:
             if self.catalog.get_item(item_id) is None:
                 raise NotFoundError(f"No item with id {item_id}.")
@@ -342,7 +367,7 @@ class Searcher:
         missing = [i for i in item_ids if i not in cached]
         index = self.spaces[space].stored_index()
         if missing and index is not None:
-            owned = self.catalog.vector_ids_of_items(space, missing)
+            owned = self.catalog.vector_ids_of_items(self.spaces[space].key, missing)
             wanted = np.asarray([i for item_id in missing for i in owned.get(item_id, [])], dtype=np.int64)
             found, vectors = index.vectors_of(wanted)  # one vectorised read; unpublished ids are left out
             by_id = dict(zip(found.tolist(), vectors, strict=True))

@@ -92,8 +92,9 @@ class SpaceSnapshot:
                 f"Space '{self.name}' holds vectors made by '{self.manifest.encoder_spec}' "
                 f"(model fingerprint {self.manifest.fingerprint}), but the configured encoder '{encoder_spec}' "
                 f"is a different model (fingerprint {fingerprint}); its vectors would not be comparable.\n"
-                f"Either configure the original encoder again, or drop the space and re-index: "
-                f"`xmodal spaces drop {self.name}` then `xmodal index ...`."
+                f"Either configure the original encoder again; or move the space to the new model while it keeps "
+                f"answering: `xmodal spaces switch {self.name} --to '{encoder_spec}'` with the original configured, "
+                f"then `xmodal index ...`; or drop the space and re-index: `xmodal spaces drop {self.name}`."
             )
 
     def calibrated(self, scores: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -10,10 +11,11 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, status
 from fastapi import Path as PathParam
 
 from xmodal.api.deps import EngineDep
-from xmodal.api.schemas import AdminAccepted, ErrorBody, IndexRequest
+from xmodal.api.schemas import AdminAccepted, ErrorBody, IndexRequest, SpaceVersions, SwitchRequest
 from xmodal.api.security import AdminDep
 from xmodal.engine import Engine
-from xmodal.errors import IndexLockedError
+from xmodal.errors import ConfigError, IndexLockedError
+from xmodal.switching import SwitchState
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +69,49 @@ def reload(engine: EngineDep) -> AdminAccepted:
     """Pick up indexes published since they were loaded (servers also do so before each query)."""
     engine.reload()
     return AdminAccepted(status="reloaded", detail=", ".join(engine.spaces.names()))
+
+
+@router.post("/admin/spaces/{space}/switch", response_model=SpaceVersions, responses={404: {"model": ErrorBody}})
+def switch_space(space: str, request: SwitchRequest, engine: EngineDep) -> SpaceVersions:
+    """Change a space's model without downtime: ``to`` starts a new version that the index runs build while
+    searches keep the current one (it becomes current once it covers every item); ``promote`` makes it current
+    now; ``cancel`` abandons it; ``forget_old`` deletes the previous version. 409 while an indexer runs."""
+    try:
+        detail = ""
+        if request.cancel:
+            detail = f"{engine.cancel_switch(space)} vectors of the new version deleted"
+        if request.to is not None:
+            engine.switch_space(space, request.to)
+            detail = "the next index runs build the new version"
+        if request.promote:
+            engine.promote_space(space, force=True)
+            detail = "the new version is current"
+        if request.forget_old:
+            detail = f"{engine.forget_old_version(space)} vectors of the previous version deleted"
+        if not (request.cancel or request.to or request.promote or request.forget_old):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "Say what to do: to, promote, cancel or forget_old."
+            )
+        return _versions(engine.switch_state(space), detail)
+    except ConfigError as exc:  # a switch already under way, nothing to promote, ...: the request conflicts
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.post("/admin/spaces/{space}/rollback", response_model=SpaceVersions, responses={404: {"model": ErrorBody}})
+def rollback_space(space: str, engine: EngineDep) -> SpaceVersions:
+    """Make the space's previous version (its previous model) current again."""
+    try:
+        return _versions(engine.rollback_space(space), "the previous version is current")
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+def _versions(found: SwitchState, detail: str) -> SpaceVersions:
+    return SpaceVersions(
+        space=found.space,
+        versions=[asdict(version) for version in found.versions],
+        progress=found.progress,
+        covered=found.covered,
+        total=found.total,
+        detail=detail,
+    )

@@ -148,7 +148,7 @@ def _result(result: SearchResult, space: str, base: str, *, with_metadata: bool)
         output.update(
             _with_metadata(
                 {
-                    "url": f"{base}/items/{result.item_id}/content",
+                    "url": _url(result.item_id, result.path, base),
                     "caption": result.caption or result.text_excerpt or "",
                     "path": result.path,
                 },
@@ -162,11 +162,17 @@ def _result(result: SearchResult, space: str, base: str, *, with_metadata: bool)
 
 def _item_metadata(item: Item, base: str) -> dict[str, Any]:
     own = {
-        "url": f"{base}/items/{item.id}/content",
+        "url": _url(item.id, item.path, base),
         "caption": item.caption or item.text_excerpt or "",
         "path": item.path,
     }
     return _with_metadata(own, item.user_metadata or {})
+
+
+def _url(item_id: int, path: str, base: str) -> str:
+    """Where the client fetches an item: our content route, or the item's own URL when it was imported with a URL
+    only (as clip-retrieval's back end answered it)."""
+    return path if path.startswith(("http://", "https://")) else f"{base}/items/{item_id}/content"
 
 
 def _with_metadata(own: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:

@@ -22,11 +22,12 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(engine: EngineDep) -> JSONResponse:
     """200 when every space holding vectors has its index open and its model loaded; 503 with reasons otherwise
-    (the first call loads the models)."""
+    (the first call loads the models). A space switching model lists its versions and the switch's progress."""
     spaces = await run_in_threadpool(engine.readiness)
+    versions = await run_in_threadpool(engine.versions)
     ready = all(state in {"ready", "empty"} for state in spaces.values())
-    body = Readiness(status="ready" if ready else "not ready", spaces=spaces)
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    body = Readiness(status="ready" if ready else "not ready", spaces=spaces, versions=versions or None)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

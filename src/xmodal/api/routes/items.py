@@ -42,6 +42,8 @@ async def get_content(item_id: ItemId, request: Request, engine: EngineDep) -> R
     bucket or a WebDataset shard are streamed from the store."""
     async with request.app.state.search_slots:
         item = await run_in_threadpool(engine.item, item_id)
+        if _web_url(item) is not None:  # imported with a URL only: the client fetches it where it is
+            return RedirectResponse(item.path, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
         if _remote_location(item) is not None:
             return await run_in_threadpool(_remote_content, item, engine.settings)
         opened = await run_in_threadpool(open_served, item)
@@ -76,6 +78,8 @@ async def get_thumbnail(
     item = await run_in_threadpool(engine.item, item_id)
     if item.modality != "image":
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Item {item_id} is not an image.")
+    if _web_url(item) is not None:  # never fetched by the server: the browser shows the image from its URL
+        return RedirectResponse(item.path, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
     version = item.content_hash or f"{item.size}-{item.mtime_ns}"
     headers = {"ETag": f'"{version}-{side}"', "Cache-Control": "private, max-age=3600"}
     if _matches(request.headers.get("if-none-match"), headers["ETag"]):
@@ -117,6 +121,11 @@ def _matches(header: str | None, etag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``etag`` (or ``*``)."""
     tags = {tag.strip().removeprefix("W/") for tag in (header or "").split(",")}
     return etag in tags or "*" in tags
+
+
+def _web_url(item: Item) -> str | None:
+    """The URL of an item imported without a file (``xmodal import clip-retrieval``), else ``None``."""
+    return item.path if item.path.startswith(("http://", "https://")) else None
 
 
 def _remote_location(item: Item) -> RemotePath | SampleMember | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from xmodal.api.deps import EngineDep
 from xmodal.api.schemas import OverviewBody, RunOverview, SpaceOverview
+from xmodal.engine import SpaceStats
 
 router = APIRouter(tags=["overview"])
 EXAMPLES = 6
@@ -27,6 +30,9 @@ def overview(engine: EngineDep) -> OverviewBody:
                 modalities=sorted(m.value for m in space.encoder.modalities),
                 available=reachable,
                 reason=None if reachable else "its model's weights are not here: see `xmodal models list`",
+                version=info.version,
+                switch=_switch(info),
+                previous=next((v.encoder_spec for v in info.versions if v.role == "previous"), None),
             )
         )
     run = engine.catalog.latest_run()
@@ -47,3 +53,11 @@ def overview(engine: EngineDep) -> OverviewBody:
         examples=engine.catalog.example_captions(EXAMPLES),
         last_run=last_run,
     )
+
+
+def _switch(info: SpaceStats) -> dict[str, Any] | None:
+    """The switch under way in a space: the new model, its version and how far it has come."""
+    shadow = next((version for version in info.versions if version.role == "shadow"), None)
+    if shadow is None:
+        return None
+    return {"encoder": shadow.encoder_spec, "version": shadow.number, "progress": info.switch_progress}

@@ -349,8 +349,14 @@ async function showOverview() {
   for (const space of info.spaces) {
     const row = rows.insertRow();
     row.className = space.available ? "ready" : "unavailable";
-    const stateText = space.available ? (space.vectors ? "ready" : "empty") : `unavailable: ${space.reason}`;
-    for (const value of [space.name, space.encoder, space.modalities.join(", "), String(space.vectors), stateText]) {
+    let stateText = space.available ? (space.vectors ? "ready" : "empty") : `unavailable: ${space.reason}`;
+    if (space.switch) {
+      const share = space.switch.progress === null ? "" : ` ${Math.floor(space.switch.progress * 100)}%`;
+      stateText += ` · switching to ${space.switch.encoder} (version ${space.switch.version}):${share} built`;
+    }
+    if (space.previous) stateText += ` · previous model kept for rollback: ${space.previous}`;
+    const model = space.version > 1 ? `${space.encoder} (version ${space.version})` : space.encoder;
+    for (const value of [space.name, model, space.modalities.join(", "), String(space.vectors), stateText]) {
       row.insertCell().textContent = value;
     }
   }

@@ -1,0 +1,1 @@
+"""Bringing embeddings made by other tools into a home, without embedding anything again."""
