@@ -41,10 +41,12 @@ QUERIES = Path(__file__).parent / "data" / "tuxpaint_queries.tsv"
 DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 KS = (1, 5, 10)
 FUSED = "xmodal"
+RANDOM_CLIP = "open_clip:ViT-B-32"  # no pretrained tag: random weights
 
 
-def build_manifest(stamps: Path, queries: Path = QUERIES) -> Manifest:
-    """Every captioned PNG stamp (with its caption) and English reading as items; the query file's queries."""
+def build_manifest(stamps: Path, queries: Path = QUERIES, *, readings: bool = True) -> Manifest:
+    """Every captioned PNG stamp (with its caption) and English reading (unless not ``readings``) as items; the
+    query file's queries."""
     manifest = Manifest()
     caption_of: dict[str, str] = {}
     images_by_caption: dict[str, set[str]] = defaultdict(set)
@@ -60,7 +62,7 @@ def build_manifest(stamps: Path, queries: Path = QUERIES) -> Manifest:
             manifest.items[f"img:{key}"] = ManifestItem(f"img:{key}", file=image, caption=caption)
             images_by_caption[caption.lower()].add(f"img:{key}")
         reading = Path(f"{stem}_desc.ogg")
-        if reading.is_file():
+        if readings and reading.is_file():
             manifest.items[f"read:{key}"] = ManifestItem(f"read:{key}", file=reading)
     with queries.open(encoding="utf-8", newline="") as handle:
         for number, row in enumerate(csv.DictReader(handle, delimiter="\t")):
@@ -88,14 +90,21 @@ def main() -> None:
     parser.add_argument(
         "--work", type=Path, default=None, help="keep the staged corpus and home here (re-runs skip indexing)"
     )
+    parser.add_argument(
+        "--clip",
+        default=RANDOM_CLIP,
+        help=f"encoder spec of the clip space (default {RANDOM_CLIP}: the real architecture with random weights, "
+        "as on a machine without the pretrained ones: a space that is pure noise, which fusion must not let hurt)",
+    )
+    parser.add_argument("--no-readings", action="store_true", help="images only (skips transcribing the readings)")
     args = parser.parse_args()
     if not args.stamps.is_dir():
         sys.exit(f"{args.stamps} not found: apt-get install tuxpaint-stamps-default")
-    manifest = build_manifest(args.stamps)
+    manifest = build_manifest(args.stamps, readings=not args.no_readings)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as temporary:
         scratch = args.work or Path(temporary)
-        with Engine.open(settings=Settings(home=scratch / "home")) as engine:
+        with Engine.open(settings=Settings(home=scratch / "home", clip_encoder=args.clip)) as engine:
             report = evaluate(engine, manifest, scratch / "staged")
     seconds = time.perf_counter() - started
 
@@ -129,7 +138,8 @@ def main() -> None:
             "verdicts": verdicts,
             "goal_met": goal,
             "unavailable": report.unavailable,
-            "command": "python benchmarks/search_quality.py",
+            "clip_encoder": args.clip,
+            "command": "python benchmarks/search_quality.py" + (" --no-readings" if args.no_readings else ""),
         },
         args.out,
     )

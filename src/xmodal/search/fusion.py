@@ -54,13 +54,15 @@ class Fuser:
         if self.rrf_k <= 0:
             raise ConfigError(f"rrf_k must be positive, got {self.rrf_k}")
 
+    space_weights: Mapping[str, float] = field(default_factory=dict)  # fitted per space (absent: 1)
+
     def fuse(self, evidence: Mapping[int, Evidence]) -> dict[int, tuple[float, dict[Source, float]]]:
         """Item id -> (fused score, each source's contribution)."""
         if self.method is FusionMethod.RRF:
             return self._rrf(evidence)
         result: dict[int, tuple[float, dict[Source, float]]] = {}
         for item_id, found in evidence.items():
-            parts = combine(found.calibrated)
+            parts = combine(found.calibrated, self.space_weights)
             result[item_id] = (sum(parts.values()), parts)
         return result
 
@@ -76,17 +78,22 @@ class Fuser:
         return {item_id: (sum(parts.values()), parts) for item_id, parts in contributions.items()}
 
 
-def combine(calibrated: Mapping[Source, float]) -> dict[Source, float]:
-    """Each source's contribution to an item's fused score (they add up to it); see the module's docstring."""
+def combine(
+    calibrated: Mapping[Source, float], space_weights: Mapping[str, float] | None = None
+) -> dict[Source, float]:
+    """Each source's contribution to an item's fused score (they add up to it); see the module's docstring.
+    ``space_weights`` scales each space's calibrated scores (fitted by ``xmodal eval --fit-fusion``; absent: 1)."""
     by_part: dict[int, list[Source]] = defaultdict(list)
     for source in calibrated:
         by_part[source.part].append(source)
+    scale = space_weights or {}
+    scaled = {source: scale.get(source.space, 1.0) * value for source, value in calibrated.items()}
     contributions: dict[Source, float] = {}
     for sources in by_part.values():
-        above = {s: s.weight * calibrated[s] for s in sources if s.weight > 0 and calibrated[s] > 0}
+        above = {s: s.weight * scaled[s] for s in sources if s.weight > 0 and scaled[s] > 0}
         norm = math.sqrt(sum(value * value for value in above.values()))
         for source in sources:
-            value = calibrated[source]
+            value = scaled[source]
             if source.weight <= 0:
                 # A negative part only penalises similarity above chance: an item unlike "long sleeves" is not
                 # rewarded for it, else every unrelated item would rise.

@@ -18,6 +18,7 @@ from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import ConfigError, InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
+from xmodal.search.calibration import NullSamples, space_agreement
 from xmodal.search.cursors import CursorSigner
 from xmodal.search.embedding_cache import QueryEmbeddingCache
 from xmodal.search.fusion import Evidence, Fuser, Source, ranked
@@ -65,6 +66,7 @@ class _Run:
     lexical: list[Source] = field(default_factory=list)
     candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
+    modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
 
@@ -122,6 +124,7 @@ class Searcher:
             if Modality.TEXT in space.encoder.modalities
         }
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
+        self._null_samples = NullSamples(catalog, size=settings.fusion_null_sample)
 
     @property
     def encode_batchers(self) -> dict[str, EncodeBatcher]:
@@ -302,7 +305,9 @@ class Searcher:
             space = self.spaces[source.space]
             if source.space not in plans:
                 plans[source.space] = FilterPlan.build(space, query.item_filter, selective=selective)
-            run.candidates.update(hit.item_id for hit in search_space(space, vector, k=pool, plan=plans[source.space]))
+            for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
+                run.candidates.add(hit.item_id)
+                run.modalities[hit.item_id] = hit.modality
         for source in run.lexical:
             if source.weight <= 0:
                 continue
@@ -355,13 +360,26 @@ class Searcher:
             index = self.spaces[source.space].stored_index()
             if index is None:
                 continue  # nothing published in this space yet
+            calibration = self._null_samples.calibration(index, query_vector)
+            # Fusing spaces, an item is judged against random items of its own modality, and a space's cross-modal
+            # evidence counts as far as its towers agree; one space alone ranks by its own scores.
+            fusing = run.query.space is None
+            agreement = space_agreement(self.spaces[source.space], run.query.parts[source.part]) if fusing else {}
             for item_id, pairs in self._space_vectors(run, source.space, item_ids).items():
                 if item_id not in evidence or not pairs:
                     continue
                 scores = np.stack([vector for _, vector in pairs]) @ query_vector
                 best = int(np.argmax(scores))
+                modality = run.modalities.get(item_id)
+                z = (
+                    float(index.calibrated(scores[best]))
+                    if calibration is None
+                    else calibration.z(float(scores[best]), modality if fusing else None)
+                )
                 evidence[item_id].raw[source] = float(scores[best])
-                evidence[item_id].calibrated[source] = float(index.calibrated(scores[best]))
+                # An item only a lexical match found has no modality here: its least trusted pair counts.
+                trust = agreement.get(modality, 1.0) if modality is not None else min(agreement.values(), default=1.0)
+                evidence[item_id].calibrated[source] = trust * z
                 best_vector[(item_id, source)] = pairs[best][0]
         for source in run.lexical:
             for item_id, share in self._lexical_shares(run.query.parts[source.part].value, item_ids).items():
