@@ -21,7 +21,7 @@ from xmodal.indexer.decode import caption_from_sidecar
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 QUERIES = Path(__file__).parents[2] / "benchmarks" / "data" / "tuxpaint_queries.tsv"
-DISTRACTORS = 40  # captioned stamps no query asks for
+DISTRACTORS = 20  # captioned stamps no query asks for
 
 
 def _manifest(kinds: set[str]) -> Manifest:

@@ -15,10 +15,12 @@ part subtracts its above-chance similarity only. Reciprocal-rank fusion (``rrf``
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from xmodal.config import FusionMethod
 from xmodal.errors import ConfigError
@@ -108,3 +110,36 @@ def combine(
 def ranked(fused: Mapping[int, tuple[float, dict[Source, float]]]) -> list[int]:
     """Item ids by fused score, best first; ties by id, so the same query always gives the same order."""
     return sorted(fused, key=lambda item_id: (-fused[item_id][0], item_id))
+
+
+# Fitted weights (``xmodal eval --fit-fusion``), kept in the home --------------------------------------------------
+
+FITTED_FILE = "fusion.json"
+Weights = dict[str, dict[str, float]]  # query modality ("text", "image", "audio") -> space -> weight
+
+
+def load_fitted_weights(home: Path) -> Weights:
+    """The fitted weights in ``home``, or none (every space counts 1) before ``xmodal eval --fit-fusion`` ran."""
+    path = home / FITTED_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} is not a fitted-fusion file ({exc}); delete it or run `xmodal eval --fit-fusion`."
+        ) from exc
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{path} has no 'weights'; delete it or run `xmodal eval --fit-fusion` again.")
+    return {str(kind): {str(space): float(w) for space, w in spaces.items()} for kind, spaces in weights.items()}
+
+
+def save_fitted_weights(home: Path, weights: Weights, about: Mapping[str, object]) -> Path:
+    """Write ``weights`` (and what they were fitted on) into ``home``, atomically; returns the file."""
+    path = home / FITTED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"weights": weights, **about}, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path

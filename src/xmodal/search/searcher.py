@@ -21,7 +21,7 @@ from xmodal.search.batching import EncodeBatcher
 from xmodal.search.calibration import NullSamples, space_agreement
 from xmodal.search.cursors import CursorSigner
 from xmodal.search.embedding_cache import QueryEmbeddingCache
-from xmodal.search.fusion import Evidence, Fuser, Source, ranked
+from xmodal.search.fusion import Evidence, Fuser, Source, Weights, load_fitted_weights, ranked
 from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
 from xmodal.search.query import (
     Contribution,
@@ -125,6 +125,8 @@ class Searcher:
         }
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
         self._null_samples = NullSamples(catalog, size=settings.fusion_null_sample)
+        # Per query modality, per space: fitted by `xmodal eval --fit-fusion` (none: every space counts 1).
+        self.fusion_weights: Weights = load_fitted_weights(settings.home)
 
     @property
     def encode_batchers(self) -> dict[str, EncodeBatcher]:
@@ -154,7 +156,10 @@ class Searcher:
             self._gather_candidates(run)
         with clock("fusion"):
             evidence, locations = self._evidence(run)
-            fused = Fuser(query.fusion, self.settings.rrf_k).fuse(evidence)
+            kind = next((p.modality.value for p in query.parts if p.weight > 0 and p.modality is not None), "")
+            fitted = self.fusion_weights.get(kind, {}) if query.space is None else {}  # one space: its own order
+            fuser = Fuser(query.fusion, self.settings.rrf_k, fitted)
+            fused = fuser.fuse(evidence)
             order = ranked(fused)
         if query.min_score is not None:
             order = [item_id for item_id in order if fused[item_id][0] >= query.min_score]
