@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xmodal.modality import Modality
 from xmodal.search.query import QueryPart
 from xmodal.spaces import VectorSpace
 from xmodal.store.agreement import agreement_weight
@@ -213,16 +214,26 @@ class NullSamples:
         return QueryCalibration(nulls) if None in nulls else None
 
 
-def space_agreement(space: VectorSpace, part: QueryPart) -> dict[str | None, float]:
-    """Item modality -> the weight of ``part``'s evidence about such items in ``space``: how well the space's
-    captions find their own items (:func:`~xmodal.store.agreement.agreement_weight`) when the part's modality is
-    not the items' own (a text query about images in ``clip``); 1 for the rest (unmeasured, or the same modality)."""
+def space_agreement(space: VectorSpace, part: QueryPart, *, text_space_searched: bool) -> dict[str | None, float]:
+    """Item modality -> the weight of ``part``'s evidence about such items in ``space`` when spaces are fused:
+
+    - a part of another modality than the items' vectors (a text query about images in ``clip``): how well the
+      space's captions find their own items (:func:`~xmodal.store.agreement.agreement_weight`);
+    - a text part against items this space holds as text (texts, and images or sounds by their caption or
+      transcript) in a space that is not a text-only one, while a text-only space (``text``) is searched with the
+      same part: 0, as the text model is the one made for comparing texts, and an item is not to count twice for
+      living in more spaces (CLIP's text tower is trained to match images, not paraphrases);
+    - otherwise 1."""
     index = space.stored_index()
     if index is None or part.modality is None:
         return {}
     query = part.modality.value
+    own = space.encoder.modalities
     weights: dict[str | None, float] = {}
-    for modality in space.encoder.modalities:
-        if modality.value != query:
-            weights[modality.value] = agreement_weight(index.manifest.calibration, pair_key(query, modality.value))
+    for modality in Modality:
+        held_as = modality if modality in own else Modality.TEXT  # how the space holds items of this modality
+        if held_as.value != query:
+            weights[modality.value] = agreement_weight(index.manifest.calibration, pair_key(query, held_as.value))
+        elif held_as is Modality.TEXT and own != {Modality.TEXT} and text_space_searched:
+            weights[modality.value] = 0.0
     return weights

@@ -362,14 +362,19 @@ class Searcher:
         evidence = {item_id: Evidence(item_id) for item_id in item_ids}
         best_vector: dict[tuple[int, Source], int] = {}
         for source, query_vector in run.dense.items():
-            index = self.spaces[source.space].stored_index()
+            space = self.spaces[source.space]
+            index = space.stored_index()
             if index is None:
                 continue  # nothing published in this space yet
             calibration = self._null_samples.calibration(index, query_vector)
             # Fusing spaces, an item is judged against random items of its own modality, and a space's cross-modal
             # evidence counts as far as its towers agree; one space alone ranks by its own scores.
             fusing = run.query.space is None
-            agreement = space_agreement(self.spaces[source.space], run.query.parts[source.part]) if fusing else {}
+            text_only = any(
+                s.part == source.part and self.spaces[s.space].encoder.modalities == {Modality.TEXT} for s in run.dense
+            )
+            part = run.query.parts[source.part]
+            agreement = space_agreement(space, part, text_space_searched=text_only) if fusing else {}
             for item_id, pairs in self._space_vectors(run, source.space, item_ids).items():
                 if item_id not in evidence or not pairs:
                     continue
