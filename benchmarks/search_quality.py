@@ -41,10 +41,13 @@ QUERIES = Path(__file__).parent / "data" / "tuxpaint_queries.tsv"
 DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 KS = (1, 5, 10)
 FUSED = "xmodal"
+RANDOM = "random"
+TINY_CLIP = Path(__file__).parent.parent / "tests" / "fixtures" / "tiny_clip" / "open_clip_config.json"
 
 
-def build_manifest(stamps: Path, queries: Path = QUERIES) -> Manifest:
-    """Every captioned PNG stamp (with its caption) and English reading as items; the query file's queries."""
+def build_manifest(stamps: Path, queries: Path = QUERIES, *, readings: bool = True) -> Manifest:
+    """Every captioned PNG stamp (with its caption) and English reading (unless not ``readings``) as items; the
+    query file's queries."""
     manifest = Manifest()
     caption_of: dict[str, str] = {}
     images_by_caption: dict[str, set[str]] = defaultdict(set)
@@ -60,7 +63,7 @@ def build_manifest(stamps: Path, queries: Path = QUERIES) -> Manifest:
             manifest.items[f"img:{key}"] = ManifestItem(f"img:{key}", file=image, caption=caption)
             images_by_caption[caption.lower()].add(f"img:{key}")
         reading = Path(f"{stem}_desc.ogg")
-        if reading.is_file():
+        if readings and reading.is_file():
             manifest.items[f"read:{key}"] = ManifestItem(f"read:{key}", file=reading)
     with queries.open(encoding="utf-8", newline="") as handle:
         for number, row in enumerate(csv.DictReader(handle, delimiter="\t")):
@@ -76,6 +79,27 @@ def build_manifest(stamps: Path, queries: Path = QUERIES) -> Manifest:
     return manifest
 
 
+def random_clip(folder: Path) -> str:
+    """ViT-B-32 with random weights (seed 0) as a local-dir open_clip model in ``folder``; made once, so a kept
+    ``--work`` home is searched with the model that indexed it."""
+    weights = folder / "open_clip_model.safetensors"
+    if not weights.is_file():
+        import json
+
+        import open_clip
+        import torch
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        preprocess = json.loads(TINY_CLIP.read_text())["preprocess_cfg"]
+        config = {"model_cfg": open_clip.get_model_config("ViT-B-32"), "preprocess_cfg": preprocess}
+        (folder / "open_clip_config.json").write_text(json.dumps(config))
+        torch.manual_seed(0)
+        model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+    return f"open_clip:local-dir:{folder}"
+
+
 def single_sources(sources: dict[str, Any]) -> list[str]:
     """The sources that are one space alone (by its index, and BM25)."""
     return sorted(s for s in sources if s != FUSED and not s.startswith("exact:"))
@@ -88,14 +112,22 @@ def main() -> None:
     parser.add_argument(
         "--work", type=Path, default=None, help="keep the staged corpus and home here (re-runs skip indexing)"
     )
+    parser.add_argument(
+        "--clip",
+        default=RANDOM,
+        help="encoder spec of the clip space (default 'random': ViT-B-32 with seeded random weights, as on a machine "
+        "without the pretrained ones: a space that is pure noise, which fusion must not let hurt)",
+    )
+    parser.add_argument("--no-readings", action="store_true", help="images only (skips transcribing the readings)")
     args = parser.parse_args()
     if not args.stamps.is_dir():
         sys.exit(f"{args.stamps} not found: apt-get install tuxpaint-stamps-default")
-    manifest = build_manifest(args.stamps)
+    manifest = build_manifest(args.stamps, readings=not args.no_readings)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as temporary:
         scratch = args.work or Path(temporary)
-        with Engine.open(settings=Settings(home=scratch / "home")) as engine:
+        clip = random_clip(scratch / "random_clip") if args.clip == RANDOM else args.clip
+        with Engine.open(settings=Settings(home=scratch / "home", clip_encoder=clip)) as engine:
             report = evaluate(engine, manifest, scratch / "staged")
     seconds = time.perf_counter() - started
 
@@ -129,7 +161,8 @@ def main() -> None:
             "verdicts": verdicts,
             "goal_met": goal,
             "unavailable": report.unavailable,
-            "command": "python benchmarks/search_quality.py",
+            "clip_encoder": args.clip,
+            "command": "python benchmarks/search_quality.py" + (" --no-readings" if args.no_readings else ""),
         },
         args.out,
     )

@@ -754,6 +754,14 @@ def evaluate(
         "xmodal-eval"
     ),
     home: Annotated[Path | None, typer.Option("--home", help="Home to index into (default: OUT/home).")] = None,
+    fit_fusion: Annotated[
+        bool,
+        typer.Option(
+            "--fit-fusion",
+            help="Also fit a weight per space and query modality on the manifest and keep those that help in the "
+            "home's fusion.json (read by searches from then on).",
+        ),
+    ] = False,
 ) -> None:
     """Recall@1/5/10, mAP@10 and nDCG@10 of every direction the manifest has: fused search, each space through its
     index and by brute force, and BM25."""
@@ -773,6 +781,11 @@ def evaluate(
             index_progress=BarProgress() if show_bar else None,
         )
         settings = engine.settings
+        fitted = None
+        if fit_fusion:
+            from xmodal.evaluation.fit import fit_fusion as fit
+
+            fitted = fit(engine, dataset, out / "items", source=str(manifest.resolve()))
     written = write_all(
         report,
         out,
@@ -780,6 +793,17 @@ def evaluate(
     )
     console.print(Text(markdown(report)), highlight=False, soft_wrap=True)
     console.print(Text("wrote " + ", ".join(str(path) for path in written)))
+    if fitted is not None:
+        for kind in sorted(fitted.before):
+            weights = fitted.weights.get(kind)
+            chosen = ", ".join(f"{space} {value:g}" for space, value in weights.items()) if weights else "all 1 (kept)"
+            console.print(
+                Text(
+                    f"fusion for {kind} queries ({fitted.queries[kind]}): mean R@1/5/10 {fitted.before[kind]:.3f} -> "
+                    f"{fitted.after[kind]:.3f}; weights: {chosen}"
+                )
+            )
+        console.print(Text(f"wrote {fitted.written}"))
 
 
 @dataset_app.command("tuxpaint")

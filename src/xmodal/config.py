@@ -195,6 +195,11 @@ class Settings(BaseSettings):
         default=0.5, ge=0, le=1, description="What a lexical match by sound alone counts, against one by the word."
     )
     fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
+    fusion_null_sample: PositiveInt = Field(
+        default=256,
+        description="Items per space (drawn once per publication) that each query is also scored on: what a "
+        "random item scores for that query, the zero of its calibrated scores.",
+    )
     filter_selective_below: float = Field(
         default=0.05, ge=0, le=1, description="Filters passing fewer items than this share search with an id selector."
     )

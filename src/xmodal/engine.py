@@ -224,6 +224,11 @@ class Engine:
         (a path or encoded bytes). ``options`` are those of :meth:`build_query`."""
         return self.query(self.build_query(text=text, image=image, audio=audio, **options)).results
 
+    @property
+    def searcher(self) -> Searcher:
+        """The engine's searcher (``xmodal eval --fit-fusion`` tries fusion weights on it)."""
+        return self._searcher
+
     def query(self, query: SearchQuery) -> SearchResponse:
         """Run a prepared query; the response also says which spaces could not answer, and the next cursor."""
         return self._searcher.search(query)

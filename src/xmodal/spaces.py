@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
 from xmodal.config import Settings
 from xmodal.encoders import Encoder, build_encoder
+from xmodal.encoders.base import l2_normalise
 from xmodal.modality import Modality
+from xmodal.store.agreement import MIN_PAIRS, measure_agreement
 from xmodal.store.ann import IndexPolicy
 from xmodal.store.catalog import Catalog
 from xmodal.store.legacy import has_legacy, read_legacy, remove_legacy
@@ -40,6 +43,7 @@ from xmodal.store.writer import SpaceWriter
 log = logging.getLogger(__name__)
 
 EncoderBuilder = Callable[[str, Settings], Encoder]
+AGREEMENT_ITEMS = 256  # captioned items a publication measures its spaces' cross-modal agreement on
 
 
 def index_policy(settings: Settings) -> IndexPolicy:
@@ -264,17 +268,56 @@ class VectorSpace:
         """
         writer = self._writer
         if writer is None:
-            if not apply_queued or read_manifest(self.directory) is None:
+            published = read_manifest(self.directory)
+            if not apply_queued or published is None:
                 return False
-            if not self.catalog.has_queued_deletions(self.key):
+            unmeasured = final and self._unmeasured(published.calibration)  # a home published before it was measured
+            if not self.catalog.has_queued_deletions(self.key) and not unmeasured:
                 return False
             writer = self._open_writer()
         queued = self.catalog.has_queued_deletions(self.key)
-        if not (writer.dirty or queued or (final and writer.needs_merge(final=True))):
+        unmeasured = final and self._unmeasured(writer.manifest.calibration)
+        if not (writer.dirty or queued or unmeasured or (final and writer.needs_merge(final=True))):
             return False
-        writer.publish(CatalogDeletions(self.catalog, self.key), final=final)
+        measure = self._measure_agreement if final or "pairs" not in writer.manifest.calibration else None
+        writer.publish(CatalogDeletions(self.catalog, self.key), final=final, measure=measure)
         self.refresh(wait=True)
         return True
+
+    def _unmeasured(self, calibration: dict[str, Any]) -> bool:
+        modalities = self.encoder.modalities
+        return "pairs" not in calibration and Modality.TEXT in modalities and len(modalities) > 1
+
+    def _measure_agreement(self, ids: np.ndarray, vectors: np.ndarray) -> dict[str, Any]:
+        """The manifest's ``calibration`` for a space that embeds text and another modality: per pair
+        (``text->image``), how well captions find their own items (see :mod:`xmodal.store.agreement`), measured on
+        up to ``AGREEMENT_ITEMS`` captioned items of the publication's calibration sample. Once per run (at its
+        final publication, or the first), so its cost (encoding those captions) follows the run, not the home."""
+        others = sorted(m.value for m in self.encoder.modalities if m is not Modality.TEXT)
+        if Modality.TEXT not in self.encoder.modalities or not others or not len(ids):
+            return {}
+        hits = self.catalog.resolve_vectors(ids.tolist())
+        rows: dict[int, int] = {}  # item id -> a sampled row of its own-modality vector
+        for row, vector_id in enumerate(ids.tolist()):
+            hit = hits.get(vector_id)
+            if hit is not None and hit.modality in others and hit.origin is None:
+                rows.setdefault(hit.item_id, row)
+        items = self.catalog.get_items(sorted(rows)[: 4 * AGREEMENT_ITEMS])
+        pairs: dict[str, list[tuple[str, int]]] = {}
+        for item_id, item in items.items():
+            if item.caption and item.modality and len(pairs.get(item.modality, [])) < AGREEMENT_ITEMS:
+                pairs.setdefault(item.modality, []).append((item.caption, rows[item_id]))
+        measured: dict[str, Any] = {}
+        for modality, chosen in pairs.items():
+            captions = [caption for caption, _ in chosen]
+            if len(captions) < MIN_PAIRS:
+                continue
+            queries = l2_normalise(np.asarray(self.encoder.encode_texts(captions), dtype=np.float32))
+            result = measure_agreement(queries, vectors[[row for _, row in chosen]])
+            if result is not None:
+                measured[f"text->{modality}"] = result
+                log.info("space %s: captions find their own %s with AUC %.3f", self.name, modality, result["agreement"])
+        return {"pairs": measured}
 
     def release_writer(self) -> None:
         """Drop the writer; anything it did not publish is lost (the lock holder publishes before letting go)."""

@@ -43,3 +43,42 @@ def test_a_missing_pair_falls_back_to_the_default_and_lengths_must_agree() -> No
     assert float(calibrated(0.5, {}, "audio", "image", default=(0.1, 0.2))) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="modalities"):
         calibrate_pairs(np.zeros((3, 4), np.float32), ["image"])
+
+
+# cross-modal agreement (measured at publication) and per-query nulls ------------------------------------------
+
+
+def test_agreement_of_aligned_towers_is_high_and_of_random_ones_is_chance() -> None:
+    from xmodal.store.agreement import agreement_weight, measure_agreement
+
+    rng = np.random.default_rng(2)
+    images = l2_normalise(rng.standard_normal((200, 32)))
+    captions = l2_normalise(images + 0.2 * rng.standard_normal((200, 32)))  # each caption near its own image
+    aligned = measure_agreement(captions, images)
+    noise = measure_agreement(l2_normalise(rng.standard_normal((200, 32))), images)  # a random text tower
+    assert aligned is not None and noise is not None
+    assert aligned["agreement"] > 0.95 and abs(noise["agreement"] - 0.5) < 0.05
+    assert agreement_weight({"pairs": {"text->image": aligned}}, "text->image") > 0.9
+    assert agreement_weight({"pairs": {"text->image": noise}}, "text->image") == 0.0  # at chance: no say at all
+    assert agreement_weight({}, "text->image") == 1.0  # unmeasured: full weight
+    assert measure_agreement(captions[:3], images[:3]) is None  # too few pairs to tell
+
+
+def test_a_query_is_judged_against_its_own_scores_on_random_items() -> None:
+    from xmodal.search.calibration import NullSample, QueryCalibration
+
+    rng = np.random.default_rng(3)
+    # Two vectors per item for the first 30 items (an item scores as its best vector), one for the rest.
+    vectors = l2_normalise(rng.standard_normal((130, 16)))
+    starts = np.asarray(list(range(0, 60, 2)) + list(range(60, 130)), dtype=np.int64)
+    sample = NullSample(vectors, starts, items=1000)
+    query = l2_normalise(rng.standard_normal((1, 16)))[0]
+    scores = sample.scores(query)
+    assert len(scores) == 100
+    assert scores[0] == pytest.approx(max(vectors[0] @ query, vectors[1] @ query))
+    null = sample.null(query)
+    assert null is not None
+    assert null.mean == pytest.approx(scores.mean()) and null.std == pytest.approx(scores.std())
+    calibration = QueryCalibration({None: null})
+    assert calibration.z(null.mean + 2 * null.std, "image") == pytest.approx(2.0)  # no image null: the mixed one
+    assert NullSample(vectors[:10], np.arange(10), items=10).null(query) is None  # too few items to tell

@@ -56,6 +56,15 @@ def test_a_match_on_one_word_of_several_is_weak(tmp_path: Path) -> None:
     assert found["A big eared rabbit."] < 1.0  # one word of four: under a third of the full match
 
 
+def test_query_words_no_text_holds_still_count_as_unmatched(tmp_path: Path) -> None:
+    captions = [("A black bird.", {}), ("A crow caws loudly.", {})]
+    captions += [(f"A red brick number {n}.", {}) for n in range(20)]
+    with _engine(tmp_path / "home", captions, lexical_top_z=3.0) as engine:
+        found = dict(_captions(engine, "a black bird that croaks"))  # no text says "croaks"
+    # "black bird" is two words of three, one of them unknown (so rarer than any): well under a full match.
+    assert found["A black bird."] < 0.75 * 3.0
+
+
 def test_a_phonetic_only_match_ranks_below_an_exact_one(tmp_path: Path) -> None:
     captions = [("Dry bread.", {}), ("A deer.", {}), ("Dear friends.", {})]
     captions += [(f"A red brick number {n}.", {}) for n in range(20)]

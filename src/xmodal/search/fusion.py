@@ -15,10 +15,12 @@ part subtracts its above-chance similarity only. Reciprocal-rank fusion (``rrf``
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from xmodal.config import FusionMethod
 from xmodal.errors import ConfigError
@@ -54,13 +56,15 @@ class Fuser:
         if self.rrf_k <= 0:
             raise ConfigError(f"rrf_k must be positive, got {self.rrf_k}")
 
+    space_weights: Mapping[str, float] = field(default_factory=dict)  # fitted per space (absent: 1)
+
     def fuse(self, evidence: Mapping[int, Evidence]) -> dict[int, tuple[float, dict[Source, float]]]:
         """Item id -> (fused score, each source's contribution)."""
         if self.method is FusionMethod.RRF:
             return self._rrf(evidence)
         result: dict[int, tuple[float, dict[Source, float]]] = {}
         for item_id, found in evidence.items():
-            parts = combine(found.calibrated)
+            parts = combine(found.calibrated, self.space_weights)
             result[item_id] = (sum(parts.values()), parts)
         return result
 
@@ -76,17 +80,22 @@ class Fuser:
         return {item_id: (sum(parts.values()), parts) for item_id, parts in contributions.items()}
 
 
-def combine(calibrated: Mapping[Source, float]) -> dict[Source, float]:
-    """Each source's contribution to an item's fused score (they add up to it); see the module's docstring."""
+def combine(
+    calibrated: Mapping[Source, float], space_weights: Mapping[str, float] | None = None
+) -> dict[Source, float]:
+    """Each source's contribution to an item's fused score (they add up to it); see the module's docstring.
+    ``space_weights`` scales each space's calibrated scores (fitted by ``xmodal eval --fit-fusion``; absent: 1)."""
     by_part: dict[int, list[Source]] = defaultdict(list)
     for source in calibrated:
         by_part[source.part].append(source)
+    scale = space_weights or {}
+    scaled = {source: scale.get(source.space, 1.0) * value for source, value in calibrated.items()}
     contributions: dict[Source, float] = {}
     for sources in by_part.values():
-        above = {s: s.weight * calibrated[s] for s in sources if s.weight > 0 and calibrated[s] > 0}
+        above = {s: s.weight * scaled[s] for s in sources if s.weight > 0 and scaled[s] > 0}
         norm = math.sqrt(sum(value * value for value in above.values()))
         for source in sources:
-            value = calibrated[source]
+            value = scaled[source]
             if source.weight <= 0:
                 # A negative part only penalises similarity above chance: an item unlike "long sleeves" is not
                 # rewarded for it, else every unrelated item would rise.
@@ -101,3 +110,36 @@ def combine(calibrated: Mapping[Source, float]) -> dict[Source, float]:
 def ranked(fused: Mapping[int, tuple[float, dict[Source, float]]]) -> list[int]:
     """Item ids by fused score, best first; ties by id, so the same query always gives the same order."""
     return sorted(fused, key=lambda item_id: (-fused[item_id][0], item_id))
+
+
+# Fitted weights (``xmodal eval --fit-fusion``), kept in the home --------------------------------------------------
+
+FITTED_FILE = "fusion.json"
+Weights = dict[str, dict[str, float]]  # query modality ("text", "image", "audio") -> space -> weight
+
+
+def load_fitted_weights(home: Path) -> Weights:
+    """The fitted weights in ``home``, or none (every space counts 1) before ``xmodal eval --fit-fusion`` ran."""
+    path = home / FITTED_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} is not a fitted-fusion file ({exc}); delete it or run `xmodal eval --fit-fusion`."
+        ) from exc
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{path} has no 'weights'; delete it or run `xmodal eval --fit-fusion` again.")
+    return {str(kind): {str(space): float(w) for space, w in spaces.items()} for kind, spaces in weights.items()}
+
+
+def save_fitted_weights(home: Path, weights: Weights, about: Mapping[str, object]) -> Path:
+    """Write ``weights`` (and what they were fitted on) into ``home``, atomically; returns the file."""
+    path = home / FITTED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"weights": weights, **about}, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path

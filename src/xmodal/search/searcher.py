@@ -19,9 +19,10 @@ from xmodal.encoders.speech import Segment, Transcript
 from xmodal.errors import ConfigError, InvalidQueryError, NotFoundError, WeightsUnavailableError
 from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
+from xmodal.search.calibration import NullSamples, space_agreement
 from xmodal.search.cursors import CursorSigner
 from xmodal.search.embedding_cache import QueryEmbeddingCache
-from xmodal.search.fusion import Evidence, Fuser, Source, ranked
+from xmodal.search.fusion import Evidence, Fuser, Source, Weights, load_fitted_weights, ranked
 from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
 from xmodal.search.query import (
     Contribution,
@@ -66,6 +67,7 @@ class _Run:
     lexical: list[Source] = field(default_factory=list)
     candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
+    modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
 
@@ -127,6 +129,9 @@ class Searcher:
         self._by_encoder = {id(spaces[name].encoder): batcher for name, batcher in self._batchers.items()}
         self._batcher_lock = threading.Lock()
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
+        self._null_samples = NullSamples(catalog, size=settings.fusion_null_sample)
+        # Per query modality, per space: fitted by `xmodal eval --fit-fusion` (none: every space counts 1).
+        self.fusion_weights: Weights = load_fitted_weights(settings.home)
 
     @property
     def encode_batchers(self) -> dict[str, EncodeBatcher]:
@@ -176,7 +181,10 @@ class Searcher:
             self._gather_candidates(run)
         with clock("fusion"):
             evidence, locations = self._evidence(run)
-            fused = Fuser(query.fusion, self.settings.rrf_k).fuse(evidence)
+            kind = next((p.modality.value for p in query.parts if p.weight > 0 and p.modality is not None), "")
+            fitted = self.fusion_weights.get(kind, {}) if query.space is None else {}  # one space: its own order
+            fuser = Fuser(query.fusion, self.settings.rrf_k, fitted)
+            fused = fuser.fuse(evidence)
             order = ranked(fused)
         if query.min_score is not None:
             order = [item_id for item_id in order if fused[item_id][0] >= query.min_score]
@@ -331,7 +339,9 @@ class Searcher:
             space = self.spaces[source.space]
             if source.space not in plans:
                 plans[source.space] = FilterPlan.build(space, query.item_filter, selective=selective)
-            run.candidates.update(hit.item_id for hit in search_space(space, vector, k=pool, plan=plans[source.space]))
+            for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
+                run.candidates.add(hit.item_id)
+                run.modalities[hit.item_id] = hit.modality
         for source in run.lexical:
             if source.weight <= 0:
                 continue
@@ -381,16 +391,34 @@ class Searcher:
         evidence = {item_id: Evidence(item_id) for item_id in item_ids}
         best_vector: dict[tuple[int, Source], int] = {}
         for source, query_vector in run.dense.items():
-            index = self.spaces[source.space].stored_index()
+            space = self.spaces[source.space]
+            index = space.stored_index()
             if index is None:
                 continue  # nothing published in this space yet
+            calibration = self._null_samples.calibration(index, query_vector)
+            # Fusing spaces, an item is judged against random items of its own modality, and a space's cross-modal
+            # evidence counts as far as its towers agree; one space alone ranks by its own scores.
+            fusing = run.query.space is None
+            text_only = any(
+                s.part == source.part and self.spaces[s.space].encoder.modalities == {Modality.TEXT} for s in run.dense
+            )
+            part = run.query.parts[source.part]
+            agreement = space_agreement(space, part, text_space_searched=text_only) if fusing else {}
             for item_id, pairs in self._space_vectors(run, source.space, item_ids).items():
                 if item_id not in evidence or not pairs:
                     continue
                 scores = np.stack([vector for _, vector in pairs]) @ query_vector
                 best = int(np.argmax(scores))
+                modality = run.modalities.get(item_id)
+                z = (
+                    float(index.calibrated(scores[best]))
+                    if calibration is None
+                    else calibration.z(float(scores[best]), modality if fusing else None)
+                )
                 evidence[item_id].raw[source] = float(scores[best])
-                evidence[item_id].calibrated[source] = float(index.calibrated(scores[best]))
+                # An item only a lexical match found has no modality here: its least trusted pair counts.
+                trust = agreement.get(modality, 1.0) if modality is not None else min(agreement.values(), default=1.0)
+                evidence[item_id].calibrated[source] = trust * z
                 best_vector[(item_id, source)] = pairs[best][0]
         for source in run.lexical:
             for item_id, share in self._lexical_shares(run.query.parts[source.part].value, item_ids).items():

@@ -169,14 +169,20 @@ def search(
 
 def ideal_score(connection: Connection, query: str, field: Field, stop: frozenset[str] = frozenset()) -> float:
     """What a document holding every term of ``query`` would score in ``field``: the sum of each term's best
-    score alone (0 when no term matches anything)."""
+    score alone (0 when no term matches anything). A term no document holds counts as much as the rarest one that
+    some document holds (it is rarer still): a match on the query's known words is then only part of the query,
+    as it is ("a black bird that caws" is not fully matched by "A black bird." because no text says "caws")."""
     words, sounds = _terms(query, stop)
-    total = 0.0
+    found: list[float] = []
+    missing = 0
     for term in words if field is Field.WORDS else sounds:
         single = ([term], []) if field is Field.WORDS else ([], [term])
         best = _search_terms(connection, *single, field, 1, None)
-        total += best[0][1] if best else 0.0
-    return total
+        if best:
+            found.append(best[0][1])
+        else:
+            missing += 1
+    return sum(found) + missing * max(found, default=0.0)
 
 
 def _search_terms(

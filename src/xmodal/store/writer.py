@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from xmodal.store.segments import Segment, SegmentInfo, write_segment
 log = logging.getLogger(__name__)
 
 CALIBRATION_PAIRS = 2000
+
+
+Measure = Callable[[np.ndarray, np.ndarray], dict[str, Any]]  # (sampled ids, their vectors) -> calibration
 
 
 class DeletionQueue(Protocol):
@@ -171,8 +175,12 @@ class SpaceWriter:
             found &= ~np.isin(ids, dead)
         return ids[found], out[found]
 
-    def publish(self, deletions: DeletionQueue | None = None, *, final: bool = False) -> Manifest:
-        """Write what is buffered as a new publication (``final``: also run merges deferred during the run)."""
+    def publish(
+        self, deletions: DeletionQueue | None = None, *, final: bool = False, measure: Measure | None = None
+    ) -> Manifest:
+        """Write what is buffered as a new publication (``final``: also run merges deferred during the run).
+        ``measure``: finer calibrations from a sample of the live vectors, kept in the manifest's ``calibration``
+        (without it the last publication's are kept)."""
         started = time.perf_counter()
         queued, mark = deletions.pending() if deletions is not None else (np.zeros(0, np.int64), None)
         deletes = np.unique(np.concatenate([np.zeros(0, np.int64), *self._pending_deletes, queued]))
@@ -187,7 +195,9 @@ class SpaceWriter:
             high_water = max(high_water, int(ids.max()))
         tombstones = self._held(np.union1d(self._tombstones, deletes), segments)
         segments, tombstones = self._merge(segments, tombstones, final=final)
-        mean, std = calibrate(self._sample(segments, tombstones, CALIBRATION_PAIRS * 2))
+        sample_ids, sample = self._sample(segments, tombstones, CALIBRATION_PAIRS * 2)
+        mean, std = calibrate(sample)
+        calibration = self._manifest.calibration if measure is None else measure(sample_ids, sample)
         seq = self._manifest.seq + 1
         name = (
             self._manifest.tombstones
@@ -203,6 +213,7 @@ class SpaceWriter:
             high_water=high_water,
             score_mean=mean,
             score_std=std,
+            calibration=calibration,
         )
         self._manifest = publish(self.directory, manifest)
         self._published, self._identity_changed = True, False
@@ -285,18 +296,20 @@ class SpaceWriter:
         found, _ = self._segment(info).rows_of(inside)
         return int(found.sum())
 
-    def _sample(self, segments: list[SegmentInfo], tombstones: np.ndarray, count: int) -> np.ndarray:
-        """About ``count`` live vectors drawn evenly from every segment (random rows: the cost is the sample)."""
+    def _sample(self, segments: list[SegmentInfo], tombstones: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of about ``count`` live vectors drawn evenly from every segment (random rows: the cost is
+        the sample)."""
         total = sum(s.count for s in segments)
         if total == 0:
-            return np.zeros((0, self._manifest.dim), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self._manifest.dim), dtype=np.float32)
         rng = np.random.default_rng(0)
-        parts = []
+        ids, parts = [], []
         for info in segments:
             take = min(info.count, max(1, round(count * info.count / total)))
             segment = self._segment(info)
             rows = np.sort(rng.choice(info.count, size=take, replace=False))
             if len(tombstones):
                 rows = rows[~np.isin(segment.ids[rows], tombstones)]
+            ids.append(segment.ids[rows])
             parts.append(segment.vectors(rows))
-        return np.concatenate(parts)
+        return np.concatenate(ids), np.concatenate(parts)
