@@ -151,10 +151,12 @@ class QueryCalibration:
 
 
 def sample_items(
-    snapshot: SpaceSnapshot, catalog: Catalog, *, size: int, seed: int = 0
+    snapshot: SpaceSnapshot, catalog: Catalog, *, size: int, key: str | None = None, seed: int = 0
 ) -> dict[str | None, NullSample]:
     """Random items of the space ``snapshot`` holds (about ``size`` of each modality there, and ``size`` of all
-    together under ``None``) with all their vectors; read once per publication (see :class:`NullSamples`)."""
+    together under ``None``) with all their vectors; read once per publication (see :class:`NullSamples`).
+    ``key`` names the version's rows in the catalog (``clip@v2`` while a space switches model; default: the
+    space's name)."""
     ids = snapshot.ids()
     if not len(ids):
         return {}
@@ -163,7 +165,7 @@ def sample_items(
     hits = catalog.resolve_vectors(picked.tolist())
     owners = sorted({hit.item_id for hit in hits.values()})
     modality_of = {hit.item_id: hit.modality for hit in hits.values()}
-    owned = catalog.vector_ids_of_items(snapshot.name, owners)
+    owned = catalog.vector_ids_of_items(key or snapshot.name, owners)
     wanted = np.asarray([v for item_id in owners for v in owned.get(item_id, [])], dtype=np.int64)
     found, vectors = snapshot.vectors_of(wanted)
     rows = {int(v): row for row, v in enumerate(found.tolist())}
@@ -197,20 +199,26 @@ class NullSamples:
         self._samples: dict[str, tuple[int, dict[str | None, NullSample]]] = {}
         self._lock = threading.Lock()
 
-    def of(self, snapshot: SpaceSnapshot) -> dict[str | None, NullSample]:
+    def of(self, snapshot: SpaceSnapshot, key: str | None = None) -> dict[str | None, NullSample]:
+        """The samples of ``snapshot``, the space version whose catalog rows are named ``key`` (default: the
+        space's name); each version of a space has its own publications, so its own samples."""
+        key = key or snapshot.name
         seq = snapshot.manifest.seq
-        cached = self._samples.get(snapshot.name)
+        cached = self._samples.get(key)
         if cached is None or cached[0] != seq:
             with self._lock:
-                cached = self._samples.get(snapshot.name)
+                cached = self._samples.get(key)
                 if cached is None or cached[0] != seq:
-                    cached = (seq, sample_items(snapshot, self._catalog, size=self._size))
-                    self._samples[snapshot.name] = cached
+                    cached = (seq, sample_items(snapshot, self._catalog, size=self._size, key=key))
+                    self._samples[key] = cached
         return cached[1]
 
-    def calibration(self, snapshot: SpaceSnapshot, query: np.ndarray) -> QueryCalibration | None:
+    def calibration(
+        self, snapshot: SpaceSnapshot, query: np.ndarray, key: str | None = None
+    ) -> QueryCalibration | None:
         """``query``'s nulls in the space of ``snapshot``; ``None`` when too few items are sampled to tell."""
-        nulls = {key: null for key, sample in self.of(snapshot).items() if (null := sample.null(query)) is not None}
+        samples = self.of(snapshot, key)
+        nulls = {modality: null for modality, sample in samples.items() if (null := sample.null(query)) is not None}
         return QueryCalibration(nulls) if None in nulls else None
 
 

@@ -395,7 +395,7 @@ class Searcher:
             index = space.stored_index()
             if index is None:
                 continue  # nothing published in this space yet
-            calibration = self._null_samples.calibration(index, query_vector)
+            calibration = self._null_samples.calibration(index, query_vector, key=space.key)
             # Fusing spaces, an item is judged against random items of its own modality, and a space's cross-modal
             # evidence counts as far as its towers agree; one space alone ranks by its own scores.
             fusing = run.query.space is None
