@@ -35,12 +35,13 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
+from xmodal.indexer.scan import CoverageLookup, Scan, coverage_lookup, covered, has_text
 from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots
 from xmodal.indexer.write import write_batch
 from xmodal.modality import Modality
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog, FileState, WriteRequest
-from xmodal.store.models import Item, ItemStatus
+from xmodal.store.models import Item
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -173,12 +174,13 @@ class Indexer:
         try:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
-            scan = self._scan(roots, listing, report)
-            self._report_known_failures(scan, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
             ocr = self._ocr_reader()
-            selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()], ocr=ocr is not None)
+            reachable = [s for s in self.spaces if s.encoder.weights_reachable()]
+            scan = self._scan(roots, listing, report, Scan(self.catalog, reachable, ocr=ocr is not None))
+            self._report_known_failures(scan, report)
+            selected = scan.select(reachable, ocr=ocr is not None)
             report.unchanged = scan.count - len(selected)
             todo = self._precheck(selected, report)
             if todo and self.settings.ocr and not ocr_supported():
@@ -196,7 +198,7 @@ class Indexer:
                 transcriber = self._activate_transcriber(report)
                 self._announce(todo, transcriber, report)
                 only_ocr = scan.only_ocr(active) if ocr is not None else {}
-                self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
+                self._process(todo, active, transcriber, coverage_lookup(self.catalog), report, ocr, only_ocr)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
                 report.pruned = self._prune(listing.prune_roots, scan, report, force=force_prune)
             status = "finished"
@@ -208,18 +210,13 @@ class Indexer:
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
         return report
 
-    def _report_known_failures(self, scan: _Scan, report: IndexReport) -> None:
+    def _report_known_failures(self, scan: Scan, report: IndexReport) -> None:
         """Unchanged files that failed before stay failures: counted, listed with their reason, exit code 1."""
-        failed = {
-            state.item_id: str(source.path)
-            for source, state in scan.candidates
-            if state is not None and state.status == ItemStatus.FAILED
-        }
-        if not failed:
+        if not scan.known_failures:
             return
-        items = self.catalog.get_items(list(failed))
-        report.still_failing = len(failed)
-        for item_id, path in failed.items():
+        items = self.catalog.get_items([item_id for item_id, _ in scan.known_failures])
+        report.still_failing = len(scan.known_failures)
+        for item_id, path in scan.known_failures:
             error = items[item_id].error if item_id in items else None
             report.failures.append((path, f"{error or 'failed'} (failed in an earlier run; unchanged since)"))
 
@@ -294,9 +291,8 @@ class Indexer:
             return None
         return self.transcriber
 
-    def _scan(self, roots: Sequence[Root], listing: Listing, report: IndexReport) -> _Scan:
+    def _scan(self, roots: Sequence[Root], listing: Listing, report: IndexReport, scan: Scan) -> Scan:
         started = time.perf_counter()
-        scan = _Scan(self.catalog.file_states(), self.catalog.spaces_by_item())
 
         def unreadable(path: str, reason: str) -> None:
             report.failed += 1
@@ -306,7 +302,7 @@ class Indexer:
         for source in walk_roots(
             roots,
             listing=listing,
-            known=scan.states,
+            known_samples=self.catalog.sample_states,
             text_extensions=self.settings.text_extensions,
             include_hidden=self.settings.include_hidden,
             on_error=unreadable,
@@ -314,11 +310,12 @@ class Indexer:
             scan.add(source)
             if scan.count % 1000 == 0:
                 self.progress.scanning(scan.count)
+        scan.flush()
         report.scanned = scan.count
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
 
-    def _prune(self, roots: Sequence[str], scan: _Scan, report: IndexReport, *, force: bool) -> int:
+    def _prune(self, roots: Sequence[str], scan: Scan, report: IndexReport, *, force: bool) -> int:
         """Forget the items whose files are gone, root by root, unless that root looks unmounted or damaged."""
         gone: list[int] = []
         for root in roots:
@@ -333,11 +330,11 @@ class Indexer:
         count, _ = self.catalog.delete_items(gone)
         return count  # their vectors are queued in the catalog; this run's last publication tombstones them
 
-    def _prune_refusal(self, root: str, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
+    def _prune_refusal(self, root: str, scan: Scan, total: int, missing: int, *, force: bool) -> str | None:
         """Why the items of ``root`` whose files were not seen must stay, or None when they may go."""
         if root in scan.errors:
             return "its walk met errors (see failures): a missing disk or unreadable folder is not a deletion"
-        if not any(path == root or path.startswith((f"{root}/", f"{root}#")) for path in scan.seen):
+        if not scan.seen.any_under(root):
             return "no file was found under it (an unmounted disk?); nothing was pruned"
         limit = self.settings.prune_max_fraction
         if not force and missing > limit * total:
@@ -352,7 +349,7 @@ class Indexer:
         todo: list[SourceFile],
         active: list[VectorSpace],
         transcriber: Transcriber | None,
-        coverage: dict[int, set[str]],
+        coverage: CoverageLookup,
         report: IndexReport,
         ocr: TextReader | None = None,
         only_ocr: dict[str, int] | None = None,
@@ -372,10 +369,10 @@ class Indexer:
                 None,
                 original.status,
                 original.modality,
-                _has_text(original),
+                has_text(original),
                 original.ocr_engine is not None,
             )
-            return original if _covered(state, coverage, active, ocr=ocr is not None) else None
+            return original if covered(state, coverage(original.id), active, ocr=ocr is not None) else None
 
         def indexed_without_ocr(path: str) -> Item | None:
             return self.catalog.get_item(only_ocr[path]) if path in only_ocr else None
@@ -507,73 +504,3 @@ class Indexer:
         if decoded.ocr_ran:
             report.ocr_read += 1
             report.ocr_with_text += bool(decoded.record is not None and decoded.record.ocr_text)
-
-
-@dataclass
-class _Scan:
-    """What the walk found, and what the catalog knew of it."""
-
-    states: dict[str, FileState]
-    coverage: dict[int, set[str]]
-    candidates: list[tuple[SourceFile, FileState | None]] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-    errors: set[str] = field(default_factory=set)  # roots whose walk reported an error
-    count: int = 0
-
-    def add(self, source: SourceFile) -> None:
-        path = str(source.path)
-        self.count += 1
-        self.seen.add(path)
-        state = self.states.get(path)
-        if state is None or not _unchanged(source, state):
-            self.candidates.append((source, None))
-        else:
-            self.candidates.append((source, state))
-
-    def select(self, active: list[VectorSpace], *, ocr: bool = False) -> list[SourceFile]:
-        """New and changed files, and unchanged ones lacking vectors in an active space that can embed them (or,
-        with ``ocr``, images OCR has not read yet)."""
-        return [
-            source
-            for source, state in self.candidates
-            if state is None or not _covered(state, self.coverage, active, ocr=ocr)
-        ]
-
-    def only_ocr(self, active: list[VectorSpace]) -> dict[str, int]:
-        """Path -> item id of the unchanged files that have every vector and only lack OCR: their vectors stay."""
-        return {
-            str(source.path): state.item_id
-            for source, state in self.candidates
-            if state is not None
-            and _covered(state, self.coverage, active)
-            and not _covered(state, self.coverage, active, ocr=True)
-        }
-
-
-def _has_text(item: Item) -> bool:
-    return item.caption is not None or item.transcript is not None or item.modality == Modality.TEXT
-
-
-def _unchanged(source: SourceFile, state: FileState) -> bool:
-    return (
-        state.size == source.size
-        and state.mtime_ns == source.mtime_ns
-        and state.sidecar_mtime_ns == source.sidecar_mtime_ns
-        and state.source_version == source.version
-    )
-
-
-def _covered(state: FileState, coverage: dict[int, set[str]], active: list[VectorSpace], *, ocr: bool = False) -> bool:
-    """True when the item has vectors in every active space that can embed it (and, with ``ocr``, an image has been
-    read for text)."""
-    if state.status == ItemStatus.FAILED or state.modality is None:
-        return True
-    if ocr and state.modality == Modality.IMAGE and not state.ocr_read:
-        return False
-    have = coverage.get(state.item_id, set())
-    modality = Modality(state.modality)
-    for space in active:
-        wanted = space.embeds(modality) or (state.has_text and space.embeds(Modality.TEXT))
-        if wanted and space.name not in have:
-            return False
-    return True

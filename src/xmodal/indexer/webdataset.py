@@ -13,8 +13,7 @@ import glob
 import io
 import os
 import posixpath
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,6 +38,8 @@ class KnownItem(Protocol):
     sidecar_mtime_ns: int | None
     source_version: str | None
 
+
+KnownSamples = Callable[[str], Sequence[tuple[str, KnownItem]]]  # shard address -> (path, state) of its samples
 
 _EXTRA = "WebDataset shards need the cloud extra: pip install 'xmodal[cloud]'"
 
@@ -242,7 +243,7 @@ def _extract(shard: Shard, directory: Path, text_extensions: frozenset[str]) -> 
 def walk_shards(
     shard_set: ShardSet,
     *,
-    known: Mapping[str, KnownItem],
+    known_samples: KnownSamples,
     scratch: Callable[[], Path],
     text_extensions: frozenset[str],
     on_unlisted: ListingError,
@@ -251,12 +252,8 @@ def walk_shards(
     """The samples of every shard in the set. An unchanged shard yields its samples as the catalog knows them,
     without a read; a shard that cannot be read is reported to ``on_unlisted``; each shard that was listed and
     read (or known complete) is passed to ``on_listed``, where prune may look."""
-    by_shard: dict[str, list[tuple[str, KnownItem]]] = defaultdict(list)
-    for path, state in known.items():
-        if "#" in path:
-            by_shard[path.rpartition("#")[0]].append((path, state))
     for number, shard in enumerate(list_shards(shard_set, on_unlisted)):
-        previous = by_shard.get(shard.address, [])
+        previous = list(known_samples(shard.address))
         if _complete(previous, shard):
             on_listed(shard.address)
             for path, state in previous:
