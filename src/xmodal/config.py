@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     ray_workers: int = Field(
         default=0, ge=0, description="Encoding actors of `xmodal index --ray` (0: one per GPU, else CPUs - 1)."
     )
+    scan_lookup_batch: PositiveInt = Field(
+        default=1000, description="Walked files looked up in the catalog together (statements per batch, not per file)."
+    )
     checkpoint_every: PositiveInt = Field(
         default=2048, description="Items indexed between saves of the vector indexes (a crash redoes at most these)."
     )

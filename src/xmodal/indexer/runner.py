@@ -178,7 +178,12 @@ class Indexer:
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
             ocr = self._ocr_reader()
             reachable = [s for s in self.spaces if s.encoder.weights_reachable()]
-            scan = self._scan(roots, listing, report, Scan(self.catalog, reachable, ocr=ocr is not None))
+            scan = self._scan(
+                roots,
+                listing,
+                report,
+                Scan(self.catalog, reachable, ocr=ocr is not None, lookup_batch=self.settings.scan_lookup_batch),
+            )
             self._report_known_failures(scan, report)
             selected = scan.select(reachable, ocr=ocr is not None)
             report.unchanged = scan.count - len(selected)
@@ -254,8 +259,8 @@ class Indexer:
         """A space whose configured encoder spec is not the one it was built with must prove it is the same model
         (``SpaceMismatchError`` otherwise), even when no file changed; unchanged specs load nothing."""
         for space in self.spaces:
-            stored = space.stored_index()
-            if stored is not None and stored.manifest.encoder_spec != space.encoder.spec:
+            stored = space.published_manifest()  # the manifest only: no segment opens for a run without work
+            if stored is not None and stored.encoder_spec != space.encoder.spec:
                 try:
                     space.check_encoder()
                 except WeightsUnavailableError:
