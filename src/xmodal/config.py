@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     filter_selective_below: float = Field(
         default=0.05, ge=0, le=1, description="Filters passing fewer items than this share search with an id selector."
     )
+    filter_cache_entries: PositiveInt = Field(
+        default=64, description="Filters whose counts and allowed ids a server keeps until the next publication."
+    )
     diversity: float = Field(default=0.0, ge=0, le=1, description="Maximal-marginal-relevance trade-off; 0: off.")
     collapse_duplicates: bool = Field(default=True, description="Fold near-duplicates into one result.")
     duplicate_threshold: float = Field(

@@ -443,6 +443,17 @@ class Catalog:
                 return set(session.scalars(query))
             return {i for part in _chunks(list(within)) for i in session.scalars(query.where(Item.id.in_(part)))}
 
+    def count_vectors_matching(self, space: str, item_filter: ItemFilter) -> int:
+        """How many of ``space``'s vectors belong to items that pass ``item_filter``."""
+        query = (
+            select(func.count())
+            .select_from(Embedding)
+            .join(Item, Item.id == Embedding.item_id)
+            .where(Embedding.space == space, item_filter.clause())
+        )
+        with self.session() as session:
+            return int(session.scalar(query) or 0)
+
     def vector_ids_of_matching(self, space: str, item_filter: ItemFilter) -> list[int]:
         query = (
             select(Embedding.id)
