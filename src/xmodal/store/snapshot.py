@@ -162,7 +162,7 @@ class SpaceSnapshot:
             if allowed_sorted is not None:
                 if not _overlaps(segment, allowed_sorted):
                     continue
-                inside = np.isin(segment.ids, allowed_sorted, assume_unique=True)
+                inside = _held_rows(segment, allowed_sorted)
                 mask = inside if mask is None else (mask & inside)
             found_scores, found_ids = segment.search(queries, k, alive=mask, exact=allowed_sorted is not None)
             scores.append(found_scores)
@@ -185,6 +185,17 @@ def _merge_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.nda
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=-1)
     return scores.astype(np.float32), labels
+
+
+def _held_rows(segment: Segment, allowed: np.ndarray) -> np.ndarray:
+    """A mask over the segment's rows of the ascending ``allowed`` ids it holds: a binary search per allowed id,
+    not a pass over every id of the segment."""
+    low = np.searchsorted(allowed, segment.info.min_id, side="left")
+    high = np.searchsorted(allowed, segment.info.max_id, side="right")
+    _, rows = segment.rows_of(allowed[low:high])
+    mask = np.zeros(len(segment.ids), dtype=bool)
+    mask[rows] = True
+    return mask
 
 
 def _overlaps(segment: Segment, ids: np.ndarray) -> bool:
