@@ -137,7 +137,7 @@ def _percentile(values: list[float], share: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def _http(config: ScaleConfig) -> dict[str, float]:
+def _http(config: ScaleConfig, count: int) -> dict[str, float]:
     """Cold start, then latency of plain, filtered and fused HTTP searches, then the server's RSS."""
     import httpx
 
@@ -158,7 +158,7 @@ def _http(config: ScaleConfig) -> dict[str, float]:
                 time.sleep(0.05)  # polling a server coming up: the wait is what is measured
             cold_start = time.perf_counter() - started
             rng = np.random.default_rng(7)
-            texts = [" ".join(WORDS[i] for i in zipf_words(rng, 3)) for _ in range(HTTP_QUERIES)]
+            texts = [" ".join(WORDS[i] for i in zipf_words(rng, 3)) for _ in range(count)]
             vectors = held_out_queries(config.seed, config.dim, 50)
 
             def timed(body: dict[str, Any]) -> float:
@@ -168,7 +168,7 @@ def _http(config: ScaleConfig) -> dict[str, float]:
                 return time.perf_counter() - began
 
             first_query = timed({"text": texts[0], "k": 10})
-            for text in texts[:10]:
+            for text in texts[:3]:
                 timed({"text": text, "k": 10})
             plain = [timed({"text": text, "k": 10}) for text in texts]
             filtered = [
@@ -203,7 +203,7 @@ def _http(config: ScaleConfig) -> dict[str, float]:
     }
 
 
-def _recall_and_qps(config: ScaleConfig) -> dict[str, Any]:
+def _recall_and_qps(config: ScaleConfig, count: int) -> dict[str, Any]:
     """Engine against exact search on held-out queries; the engine's QPS beside raw FAISS on the same indexes."""
     import faiss
     from sqlalchemy import select
@@ -212,7 +212,7 @@ def _recall_and_qps(config: ScaleConfig) -> dict[str, Any]:
     from xmodal.store.ann import search_parameters
     from xmodal.store.models import Embedding
 
-    queries = held_out_queries(config.seed, config.dim, RECALL_QUERIES)
+    queries = held_out_queries(config.seed, config.dim, count)
     with config.open() as engine:
         space = engine.spaces["clip"]
         snapshot = space.stored_index()
@@ -252,8 +252,9 @@ def _recall_and_qps(config: ScaleConfig) -> dict[str, Any]:
         return {
             "recall_at_10": float(np.mean([len(e & f) / 10 for e, f in zip(exact, found, strict=True)])),
             "raw_faiss_recall_at_10": float(np.mean([len(e & f) / 10 for e, f in zip(exact, raw, strict=True)])),
-            "engine_qps": RECALL_QUERIES / engine_s,
-            "raw_faiss_qps_at_same_recall": RECALL_QUERIES / raw_s,
+            "engine_qps": count / engine_s,
+            "raw_faiss_qps_at_same_recall": count / raw_s,
+            "recall_queries": count,
             "index": snapshot.index_key,
             "segments": len(snapshot.segments),
             "search_effort": snapshot.tuning.as_dict(),
@@ -261,7 +262,7 @@ def _recall_and_qps(config: ScaleConfig) -> dict[str, Any]:
         }
 
 
-def measure(items: int, dim: int, scratch: Path) -> dict[str, Any]:
+def measure(items: int, dim: int, scratch: Path, *, queries: int, recall_queries: int) -> dict[str, Any]:
     config = ScaleConfig(root=scratch / f"files-{items}", home=scratch / f"home-{items}", dim=dim)
     row: dict[str, Any] = {"items": items, "dim": dim}
     started = time.perf_counter()
@@ -278,8 +279,9 @@ def measure(items: int, dim: int, scratch: Path) -> dict[str, Any]:
     row.update({key: rescanned[key] for key in ("rescan_s", "rescan_peak_rss_mb", "reconcile_s")})
     row["rescan_per_file_us"] = 1e6 * rescanned["rescan_s"] / items
     row["rescan_timings"] = rescanned["timings"]
-    row.update(_http(config))
-    row.update(_recall_and_qps(config))
+    row["http_queries"] = queries
+    row.update(_http(config, queries))
+    row.update(_recall_and_qps(config, recall_queries))
     row.update(_checkpoints(config, items))
     total = items + 3 * CHECKPOINT
     row["disk_bytes_per_item"] = _du(config.home) / total
@@ -329,6 +331,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--quick", action="store_true", help="20k and 200k in one run, with their ratios")
+    parser.add_argument("--sizes", type=int, nargs="+", help="several sizes in one run, with their ratios")
+    parser.add_argument("--queries", type=int, default=HTTP_QUERIES, help="HTTP queries of each kind")
+    parser.add_argument("--recall-queries", type=int, default=RECALL_QUERIES, help="held-out queries for recall")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale.json")
     parser.add_argument("--scratch", type=Path, default=None, help="where the files and homes go (a temp dir)")
     parser.add_argument("--child", choices=("rescan", "serve"), help=argparse.SUPPRESS)
@@ -340,9 +345,12 @@ def main() -> None:
         config = ScaleConfig(root=args.root, home=args.home, dim=args.dim)
         _rescan_child(config) if args.child == "rescan" else _serve_child(config, args.port)
         return
-    sizes = QUICK_SIZES if args.quick else (args.items,)
+    sizes = QUICK_SIZES if args.quick else tuple(args.sizes or (args.items,))
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        rows = [measure(size, args.dim, Path(scratch)) for size in sizes]
+        rows = [
+            measure(size, args.dim, Path(scratch), queries=args.queries, recall_queries=args.recall_queries)
+            for size in sizes
+        ]
     print_table(rows)
     payload: dict[str, Any] = {"benchmark": "scale", "machine": machine(), "command": " ".join(sys.argv)}
     if len(rows) > 1:

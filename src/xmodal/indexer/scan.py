@@ -9,8 +9,6 @@ catalog's size in Python objects.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,13 +19,15 @@ from xmodal.modality import Modality
 from xmodal.spaces import VectorSpace
 from xmodal.store.catalog import Catalog, FileState
 from xmodal.store.models import Item, ItemStatus
+from xmodal.store.segments import unique_ids
 
 LOOKUP_BATCH = 1000  # walked files looked up in the catalog together
 
 
 def path_hash(path: str) -> int:
-    """A 64-bit hash of a path (two paths sharing one only keep a missing file from being pruned)."""
-    return int.from_bytes(hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+    """A 64-bit hash of a path, stable within this process (a run asks in the process that walked). Two paths
+    sharing one only keep a missing file from being pruned."""
+    return hash(path)
 
 
 class PathSet:
@@ -39,29 +39,30 @@ class PathSet:
     def __init__(self) -> None:
         self._parts: list[np.ndarray] = []
         self._pending: list[int] = []
-        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._sorted = np.zeros(0, dtype=np.int64)
         self._containers: set[str] = set()
 
     def add(self, path: str) -> None:
         self._pending.append(path_hash(path))
-        container = path.rpartition("#")[0] if "#" in path else os.path.dirname(path)
-        self._containers.add(container)
-        if len(self._pending) >= 65_536:
-            self._seal()
+        self._containers.add(path.rpartition("#" if "#" in path else "/")[0])
+        if len(self._pending) >= 65_536:  # a Python int list costs 4x an array: pack it
+            self._parts.append(np.asarray(self._pending, dtype=np.int64))
+            self._pending = []
 
     def _seal(self) -> None:
+        """Sort what was added since the last question (once after a walk, not per block)."""
         if self._pending:
-            self._parts.append(np.asarray(self._pending, dtype=np.uint64))
+            self._parts.append(np.asarray(self._pending, dtype=np.int64))
             self._pending = []
         if self._parts:
-            self._sorted = np.unique(np.concatenate([self._sorted, *self._parts]))
+            self._sorted = unique_ids(np.concatenate([self._sorted, *self._parts]))
             self._parts = []
 
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, str):
             return False
         self._seal()
-        wanted = np.uint64(path_hash(path))
+        wanted = np.int64(path_hash(path))
         position = int(np.searchsorted(self._sorted, wanted))
         return position < len(self._sorted) and self._sorted[position] == wanted
 

@@ -15,7 +15,7 @@ import numpy as np
 from xmodal.errors import SpaceMismatchError
 from xmodal.store.ann import IndexKind, SearchTuning
 from xmodal.store.manifest import SEGMENTS_DIR, Manifest, read_tombstones
-from xmodal.store.segments import Segment
+from xmodal.store.segments import Segment, unique_ids
 
 
 class SpaceSnapshot:
@@ -25,7 +25,7 @@ class SpaceSnapshot:
         self.directory = directory
         self.manifest = manifest
         self.segments = segments
-        self.deleted = np.unique(np.asarray(tombstones, dtype=np.int64))
+        self.deleted = unique_ids(np.asarray(tombstones, dtype=np.int64))
         # per segment: a mask of its live rows, or None when none of its rows is deleted
         self._alive: list[np.ndarray | None] = []
         for segment in segments:
@@ -155,7 +155,7 @@ class SpaceSnapshot:
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self._live)) if self._live else 1
-        allowed_sorted = np.unique(np.asarray(allowed, dtype=np.int64)) if allowed is not None else None
+        allowed_sorted = unique_ids(np.asarray(allowed, dtype=np.int64)) if allowed is not None else None
         scores, labels = [], []
         for segment, alive in zip(self.segments, self._alive, strict=True):
             mask = alive
