@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -311,13 +311,12 @@ COLUMNS = (
 )
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_table(rows: list[dict[str, Any]], file: TextIO | None = None) -> None:
     """One line per measure, one column per size (a markdown table)."""
-    print("| measure | " + " | ".join(f"{row['items']:,}" for row in rows) + " |")
-    print("| --- |" + " ---: |" * len(rows))
-    for key, form in COLUMNS[1:]:
-        print(f"| {key} | " + " | ".join(form.format(row[key]) for row in rows) + " |")
-    print("| index | " + " | ".join(f"{row['index']} ({row['segments']} segments)" for row in rows) + " |")
+    lines = ["| measure | " + " | ".join(f"{row['items']:,}" for row in rows) + " |", "| --- |" + " ---: |" * len(rows)]
+    lines += [f"| {key} | " + " | ".join(form.format(row[key]) for row in rows) + " |" for key, form in COLUMNS[1:]]
+    lines.append("| index | " + " | ".join(f"{row['index']} ({row['segments']} segments)" for row in rows) + " |")
+    print("\n".join(lines), file=file or sys.stdout, flush=True)
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -346,13 +345,16 @@ def main() -> None:
         _rescan_child(config) if args.child == "rescan" else _serve_child(config, args.port)
         return
     sizes = QUICK_SIZES if args.quick else tuple(args.sizes or (args.items,))
-    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        rows = [
-            measure(size, args.dim, Path(scratch), queries=args.queries, recall_queries=args.recall_queries)
-            for size in sizes
-        ]
-    print_table(rows)
     payload: dict[str, Any] = {"benchmark": "scale", "machine": machine(), "command": " ".join(sys.argv)}
+    rows: list[dict[str, Any]] = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
+        for size in sizes:
+            row = measure(size, args.dim, Path(scratch), queries=args.queries, recall_queries=args.recall_queries)
+            rows.append(row)
+            args.out.write_text(json.dumps({**payload, "runs": rows, "finished": False}, indent=2) + "\n")
+            print_table(rows, file=sys.stderr)  # each size as it is done: a large run may be stopped
+    print_table(rows)
     if len(rows) > 1:
         found = ratios(rows)
         for key, value in found.items():
@@ -361,7 +363,6 @@ def main() -> None:
         payload.update({"runs": rows, "ratios": found})
     else:
         payload.update(rows[0])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"written to {args.out}")
 
