@@ -194,7 +194,10 @@ class Settings(BaseSettings):
     )
     fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
     filter_selective_below: float = Field(
-        default=0.05, ge=0, le=1, description="Filters passing fewer of a space's vectors than this share use an id selector."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Filters passing fewer of a space's vectors than this share use an id selector.",
     )
     filter_cache_entries: PositiveInt = Field(
         default=64, description="Filters whose counts and allowed ids a server keeps until the next publication."
