@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     ray_workers: int = Field(
         default=0, ge=0, description="Encoding actors of `xmodal index --ray` (0: one per GPU, else CPUs - 1)."
     )
+    scan_lookup_batch: PositiveInt = Field(
+        default=1000, description="Walked files looked up in the catalog together (statements per batch, not per file)."
+    )
     checkpoint_every: PositiveInt = Field(
         default=2048, description="Items indexed between saves of the vector indexes (a crash redoes at most these)."
     )
@@ -201,7 +204,13 @@ class Settings(BaseSettings):
         "random item scores for that query, the zero of its calibrated scores.",
     )
     filter_selective_below: float = Field(
-        default=0.05, ge=0, le=1, description="Filters passing fewer items than this share search with an id selector."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Filters passing fewer of a space's vectors than this share use an id selector.",
+    )
+    filter_cache_entries: PositiveInt = Field(
+        default=64, description="Filters whose counts and allowed ids a server keeps until the next publication."
     )
     diversity: float = Field(default=0.0, ge=0, le=1, description="Maximal-marginal-relevance trade-off; 0: off.")
     collapse_duplicates: bool = Field(default=True, description="Fold near-duplicates into one result.")

@@ -28,7 +28,7 @@ from xmodal.store.agreement import MIN_PAIRS, measure_agreement
 from xmodal.store.ann import IndexPolicy
 from xmodal.store.catalog import Catalog
 from xmodal.store.legacy import has_legacy, read_legacy, remove_legacy
-from xmodal.store.manifest import manifest_stamp, read_manifest
+from xmodal.store.manifest import Manifest, manifest_stamp, read_manifest
 from xmodal.store.merge_policy import MergePolicy
 from xmodal.store.snapshot import SpaceSnapshot
 from xmodal.store.versions import (
@@ -130,6 +130,13 @@ class VectorSpace:
                     self._load()
                     self._opened = True
         return self._snapshot
+
+    def published_manifest(self) -> Manifest | None:
+        """The newest publication's manifest, read from disk without opening a segment (``None``: none yet)."""
+        if self._snapshot is not None:
+            return self._snapshot.manifest
+        self._migrate_legacy()
+        return read_manifest(self.directory)
 
     def refresh(self, *, wait: bool = False) -> bool:
         """Pick up a newer publication (another process published one); True if one was found.

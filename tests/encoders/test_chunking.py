@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import WORDS
-from xmodal.encoders.base import chunk_text
+from xmodal.encoders.base import chunk_by_offsets, chunk_text
 from xmodal.engine import Engine
 
 
@@ -23,6 +26,45 @@ def test_chunks_cover_every_word_and_fit(words: list[str], limit: int) -> None:
     for chunk in chunks:
         assert text[chunk.start : chunk.end] == chunk.text
         assert _tokens(chunk.text) <= limit
+
+
+def _starts(text: str) -> list[int]:
+    """Where ``_tokens``' tokens start, as a fast tokenizer's offset mapping says: every 8 characters of a word."""
+    return [m.start() + i for m in re.finditer(r"\S+", text) for i in range(0, len(m.group()), 8)]
+
+
+@given(st.lists(st.sampled_from([*WORDS, "supercalifragilisticexpialidocious" * 3]), max_size=200), st.integers(1, 9))
+def test_chunks_from_offsets_match_chunks_from_counts(words: list[str], limit: int) -> None:
+    text = "  ".join(words)
+    by_offsets = chunk_by_offsets(text, _starts(text), max_tokens=limit)
+    assert "".join(c.text.replace(" ", "") for c in by_offsets) == text.replace(" ", "")
+    for chunk in by_offsets:
+        assert text[chunk.start : chunk.end] == chunk.text
+        assert _tokens(chunk.text) <= limit
+    long_words = any(_tokens(word) > limit for word in words)
+    if not long_words:  # a long word is cut by characters in one and at token bounds in the other
+        assert by_offsets == chunk_text(text, count_tokens=_tokens, max_tokens=limit)
+
+
+def test_a_long_text_is_tokenized_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = engine.spaces["text"].encoder
+    encoder.load()
+    text = " ".join(WORDS * 400)  # 18,000 words
+    calls = {"tokenize": 0}
+    tokenizer = type(encoder._model.tokenizer)
+    original = tokenizer.__call__
+
+    def counted(self: object, *args: object, **kwargs: object) -> object:
+        calls["tokenize"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "__call__", counted)
+    monkeypatch.setattr(encoder, "count_tokens", lambda _text: pytest.fail("counted word by word"))
+    chunks = encoder.chunk(text)
+    monkeypatch.undo()
+    assert calls["tokenize"] == 1
+    assert "".join(c.text.replace(" ", "") for c in chunks) == text.replace(" ", "")
+    assert all(encoder.count_tokens(c.text) <= encoder.max_text_tokens for c in chunks)
 
 
 def test_clip_chunks_fit_77_tokens(engine: Engine) -> None:

@@ -7,6 +7,8 @@ a lock, so constructing one is free and several threads may share it.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +28,9 @@ if TYPE_CHECKING:  # torch is imported where a model is used, so a light command
     import torch
 
 
+_WORD = re.compile(r"\S+")
+
+
 @dataclass(frozen=True, slots=True)
 class TextChunk:
     """A piece of a text that fits the encoder's context; ``start``/``end`` are character offsets."""
@@ -39,22 +44,76 @@ def chunk_text(text: str, *, count_tokens: Callable[[str], int], max_tokens: int
     """Split ``text`` at whitespace into pieces of at most ``max_tokens`` tokens each.
 
     Words are packed greedily; a single word longer than the context is cut by characters. Nothing is dropped:
-    the chunks cover every word of the text.
+    the chunks cover every word of the text. ``count_tokens`` is asked once per distinct word (see
+    :func:`chunk_by_offsets` for one tokenizer call in all).
 
     >>> [c.text for c in chunk_text("a b c d e", count_tokens=lambda s: len(s.split()), max_tokens=2)]
     ['a b', 'c d', 'e']
     """
     spans = _word_spans(text)
+    costs: dict[str, int] = {}
+    words = [text[start:end] for start, end in spans]
+    for word in words:
+        if word not in costs:
+            costs[word] = count_tokens(word)
+
+    def cut(start: int, end: int) -> list[TextChunk]:
+        return _cut_long_word(text, start, end, count_tokens, max_tokens)
+
+    return _pack(text, spans, [costs[word] for word in words], max_tokens, cut)
+
+
+def chunk_by_offsets(text: str, token_starts: Sequence[int] | np.ndarray, *, max_tokens: int) -> list[TextChunk]:
+    """:func:`chunk_text` from one tokenization of the whole text: ``token_starts`` are the character offsets at
+    which its tokens start (a fast tokenizer's offset mapping). A word costs the tokens that start inside it;
+    a word longer than the context is cut at token boundaries.
+
+    >>> [c.text for c in chunk_by_offsets("ab cd ef", [0, 1, 3, 6], max_tokens=2)]
+    ['ab', 'cd ef']
+    """
+    spans = _word_spans(text)
+    if not spans:
+        return []
+    starts = np.sort(np.asarray(token_starts, dtype=np.int64))
+    bounds = np.asarray(spans, dtype=np.int64)
+    first = np.searchsorted(starts, bounds[:, 0], side="left")
+    costs = (np.searchsorted(starts, bounds[:, 1], side="left") - first).tolist()
+
+    def cut(start: int, end: int) -> list[TextChunk]:
+        inside = starts[(starts > start) & (starts < end)].tolist()
+        cuts = [start, *inside[max_tokens - 1 :: max_tokens], end]
+        return [TextChunk(a, b, text[a:b]) for a, b in itertools.pairwise(cuts) if b > a]
+
+    return _pack(text, spans, costs, max_tokens, cut)
+
+
+def fast_token_starts(tokenizer: Any, text: str) -> list[int] | None:
+    """Token start offsets of ``text`` from one call of a Hugging Face fast tokenizer (``None`` for a slow one)."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    encoded = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
+    )
+    return [start for start, _ in encoded["offset_mapping"]]
+
+
+def _pack(
+    text: str,
+    spans: list[tuple[int, int]],
+    costs: list[int],
+    max_tokens: int,
+    cut: Callable[[int, int], list[TextChunk]],
+) -> list[TextChunk]:
+    """Greedy packing of words (``spans``, each costing ``costs`` tokens) into chunks of at most ``max_tokens``."""
     chunks: list[TextChunk] = []
     start = end = -1
     used = 0
-    for word_start, word_end in spans:
-        cost = count_tokens(text[word_start:word_end])
+    for (word_start, word_end), cost in zip(spans, costs, strict=True):
         if cost > max_tokens:
             if start >= 0:
                 chunks.append(TextChunk(start, end, text[start:end]))
                 start, used = -1, 0
-            chunks.extend(_cut_long_word(text, word_start, word_end, count_tokens, max_tokens))
+            chunks.extend(cut(word_start, word_end))
             continue
         if start >= 0 and used + cost <= max_tokens:
             end, used = word_end, used + cost
@@ -68,13 +127,7 @@ def chunk_text(text: str, *, count_tokens: Callable[[str], int], max_tokens: int
 
 
 def _word_spans(text: str) -> list[tuple[int, int]]:
-    spans: list[tuple[int, int]] = []
-    position = 0
-    for word in text.split():
-        begin = text.index(word, position)
-        position = begin + len(word)
-        spans.append((begin, position))
-    return spans
+    return [match.span() for match in _WORD.finditer(text)]
 
 
 def _cut_long_word(
@@ -244,9 +297,18 @@ class Encoder(ABC):
     # encoding --------------------------------------------------------------------------------------------
 
     def chunk(self, text: str) -> list[TextChunk]:
-        """The pieces of ``text`` that each fit this encoder's context."""
+        """The pieces of ``text`` that each fit this encoder's context (one tokenizer call when the tokenizer
+        reports offsets, else one per distinct word)."""
         self.load()
+        starts = self.token_starts(text)
+        if starts is not None:
+            return chunk_by_offsets(text, starts, max_tokens=self.max_text_tokens)
         return chunk_text(text, count_tokens=self.count_tokens, max_tokens=self.max_text_tokens)
+
+    def token_starts(self, text: str) -> list[int] | None:
+        """Where each token of ``text`` starts (character offsets, special tokens excluded), from one call of a
+        tokenizer that reports offsets; ``None`` when this encoder's tokenizer cannot."""
+        return None
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """One unit vector per text. Texts must fit the context: use :meth:`chunk` first for long ones."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xmodal.encoders.audio import resample, windows
-from xmodal.encoders.base import Encoder, EncoderOptions
+from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -96,6 +96,9 @@ class ClapEncoder(Encoder):
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.tokenize(text))
+
+    def token_starts(self, text: str) -> list[int] | None:
+        return fast_token_starts(self._tokenizer, text)
 
     @property
     def sample_rate(self) -> int:

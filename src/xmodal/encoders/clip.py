@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from xmodal.config import JpegDecode
-from xmodal.encoders.base import Encoder, EncoderOptions
+from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -192,6 +192,12 @@ class OpenClipEncoder(Encoder):
         if hasattr(tokenizer, "encoder") and hasattr(tokenizer, "encode"):  # open_clip's own BPE
             return len(tokenizer.encode(text))
         return len(tokenizer.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def token_starts(self, text: str) -> list[int] | None:
+        tokenizer = self._tokenizer
+        if hasattr(tokenizer, "encoder") and hasattr(tokenizer, "encode"):  # open_clip's own BPE: no offsets
+            return None
+        return fast_token_starts(tokenizer.tokenizer, text)
 
     def prepare_image(self, image: Image.Image) -> torch.Tensor:
         self.load()

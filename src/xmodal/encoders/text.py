@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xmodal.encoders.base import Encoder, EncoderOptions
+from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.errors import ConfigError, WeightsUnavailableError
@@ -105,6 +105,9 @@ class SentenceEncoder(Encoder):
 
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenizer.tokenize(text))
+
+    def token_starts(self, text: str) -> list[int] | None:
+        return fast_token_starts(self._model.tokenizer, text)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         with inference_context(self._device):

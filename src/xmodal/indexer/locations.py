@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmodal.indexer.remote import RemotePath, is_remote, walk_bucket
 from xmodal.indexer.sources import SourceFile, walk
-from xmodal.indexer.webdataset import KnownItem, Shard, ShardSet, VanishedShards, is_shard_set, walk_shards
+from xmodal.indexer.webdataset import (
+    KnownSamples,
+    KnownShards,
+    Shard,
+    ShardSet,
+    VanishedShards,
+    is_shard_set,
+    walk_shards,
+)
 
 Root = Path | RemotePath | ShardSet
 
@@ -65,14 +73,16 @@ def walk_roots(
     roots: Sequence[Root],
     *,
     listing: Listing,
-    known: Mapping[str, KnownItem],
+    known_samples: KnownSamples,
+    known_shards: KnownShards = lambda _: {},
     text_extensions: Iterable[str],
     include_hidden: bool,
     on_error: Callable[[str, str], None],
 ) -> Iterator[SourceFile]:
     """Every source file under ``roots``: local folders first (one walk, so a folder is entered once), then
     bucket prefixes and shard sets. A prefix or shard that cannot be listed is reported to ``on_error`` and kept
-    out of ``listing.prune_roots``."""
+    out of ``listing.prune_roots``. ``known_samples``: what the catalog holds of a shard's samples;
+    ``known_shards``: its sample counts per shard under an address prefix (for shards gone from a set)."""
     text_exts = frozenset(text_extensions)
 
     def unlisted(prefix: str, reason: str) -> None:
@@ -96,11 +106,12 @@ def walk_roots(
         elif isinstance(root, ShardSet):
             yield from walk_shards(
                 root,
-                known=known,
+                known_samples=known_samples,
                 scratch=listing.scratch,
                 text_extensions=text_exts,
                 on_unlisted=unlisted,
                 on_listed=listing.prune_roots.append,
                 on_vanished=listing.vanished.append,
+                known_shards=known_shards,
                 defer=listing.deferred.append if listing.defer_shards else None,
             )

@@ -35,6 +35,7 @@ from xmodal.indexer.reader import (
     read_file,
     reusable_original,
 )
+from xmodal.indexer.scan import CoverageLookup, Scan, coverage_lookup, covered, has_text
 from xmodal.indexer.shadow import ShadowRun, continue_shadows
 from xmodal.indexer.sources import AUDIO_EXTENSIONS, SourceFile, normalise_roots
 from xmodal.indexer.webdataset import VanishedShards
@@ -177,12 +178,24 @@ class Indexer:
         try:
             report.repaired = sum(space.reconcile() for space in self.spaces)
             self._check_changed_encoders()
-            scan = self._scan(roots, listing, report)
-            self._report_known_failures(scan, report)
             # Only spaces whose weights can be had count; nothing loads until there is work, and files skipped
             # without decoding (unsupported kinds, tried again every run since they are not recorded) are none.
             ocr = self._ocr_reader()
-            selected = scan.select([s for s in self.spaces if s.encoder.weights_reachable()], ocr=ocr is not None)
+            reachable = [s for s in self.spaces if s.encoder.weights_reachable()]
+            scan = self._scan(
+                roots,
+                listing,
+                report,
+                # a shadow version (a space switching model) keeps the files its new model has not embedded in view
+                Scan(
+                    self.catalog,
+                    [*reachable, *self.spaces.shadows()],
+                    ocr=ocr is not None,
+                    lookup_batch=self.settings.scan_lookup_batch,
+                ),
+            )
+            self._report_known_failures(scan, report)
+            selected = scan.select(reachable, ocr=ocr is not None)
             report.unchanged = scan.count - len(selected)
             todo = self._precheck(selected, report)
             if todo and self.settings.ocr and not ocr_supported():
@@ -200,7 +213,7 @@ class Indexer:
             if todo:
                 self._announce(todo, transcriber, report)
                 only_ocr = scan.only_ocr(active) if ocr is not None else {}
-                self._process(todo, active, transcriber, scan.coverage, report, ocr, only_ocr)
+                self._process(todo, active, transcriber, coverage_lookup(self.catalog), report, ocr, only_ocr)
             if listing.deferred and active:  # shards a Ray run leaves to its workers, one task per shard
                 self._shards_on_ray(listing, active, transcriber, scan, report)
             if prune:  # after processing, so a moved file found its old self and reused its vectors
@@ -209,7 +222,7 @@ class Indexer:
                 )
             if self.spaces.shadows() and not report.deferred:  # a space switching model: build its new version
                 budget = None if max_items is None else max_items - len(todo)
-                sources = [source for source, _ in scan.candidates]
+                sources = [candidate.source for candidate in scan.candidates]
                 report.shadows = continue_shadows(
                     self.settings, self.catalog, self.spaces, sources, self.limits, budget=budget
                 )
@@ -222,18 +235,13 @@ class Indexer:
             self.catalog.finish_run(run_id, status=status, stats=report.to_dict())
         return report
 
-    def _report_known_failures(self, scan: _Scan, report: IndexReport) -> None:
+    def _report_known_failures(self, scan: Scan, report: IndexReport) -> None:
         """Unchanged files that failed before stay failures: counted, listed with their reason, exit code 1."""
-        failed = {
-            state.item_id: str(source.path)
-            for source, state in scan.candidates
-            if state is not None and state.status == ItemStatus.FAILED
-        }
-        if not failed:
+        if not scan.known_failures:
             return
-        items = self.catalog.get_items(list(failed))
-        report.still_failing = len(failed)
-        for item_id, path in failed.items():
+        items = self.catalog.get_items([item_id for item_id, _ in scan.known_failures])
+        report.still_failing = len(scan.known_failures)
+        for item_id, path in scan.known_failures:
             error = items[item_id].error if item_id in items else None
             report.failures.append((path, f"{error or 'failed'} (failed in an earlier run; unchanged since)"))
 
@@ -271,8 +279,8 @@ class Indexer:
         """A space whose configured encoder spec is not the one it was built with must prove it is the same model
         (``SpaceMismatchError`` otherwise), even when no file changed; unchanged specs load nothing."""
         for space in self.spaces:
-            stored = space.stored_index()
-            if stored is not None and stored.manifest.encoder_spec != space.encoder.spec:
+            stored = space.published_manifest()  # the manifest only: no segment opens for a run without work
+            if stored is not None and stored.encoder_spec != space.encoder.spec:
                 try:
                     space.check_encoder()
                 except WeightsUnavailableError:
@@ -308,9 +316,8 @@ class Indexer:
             return None
         return self.transcriber
 
-    def _scan(self, roots: Sequence[Root], listing: Listing, report: IndexReport) -> _Scan:
+    def _scan(self, roots: Sequence[Root], listing: Listing, report: IndexReport, scan: Scan) -> Scan:
         started = time.perf_counter()
-        scan = _Scan(self.catalog.file_states(), self.catalog.spaces_by_item())
 
         def unreadable(path: str, reason: str) -> None:
             report.failed += 1
@@ -320,7 +327,8 @@ class Indexer:
         for source in walk_roots(
             roots,
             listing=listing,
-            known=scan.states,
+            known_samples=self.catalog.sample_states,
+            known_shards=self.catalog.shard_sample_counts,
             text_extensions=self.settings.text_extensions,
             include_hidden=self.settings.include_hidden,
             on_error=unreadable,
@@ -328,6 +336,7 @@ class Indexer:
             scan.add(source)
             if scan.count % 1000 == 0:
                 self.progress.scanning(scan.count)
+        scan.flush()
         report.scanned = scan.count
         report.timings["scan_s"] = time.perf_counter() - started
         return scan
@@ -335,7 +344,7 @@ class Indexer:
     def _prune(
         self,
         roots: Sequence[str],
-        scan: _Scan,
+        scan: Scan,
         report: IndexReport,
         *,
         force: bool,
@@ -369,11 +378,11 @@ class Indexer:
         log.warning("not pruning %s: %s", group.shard_set, reason)
         return []
 
-    def _prune_refusal(self, root: str, scan: _Scan, total: int, missing: int, *, force: bool) -> str | None:
+    def _prune_refusal(self, root: str, scan: Scan, total: int, missing: int, *, force: bool) -> str | None:
         """Why the items of ``root`` whose files were not seen must stay, or None when they may go."""
         if root in scan.errors:
             return "its walk met errors (see failures): a missing disk or unreadable folder is not a deletion"
-        if not any(path == root or path.startswith((f"{root}/", f"{root}#")) for path in scan.seen):
+        if not scan.seen.any_under(root):
             return "no file was found under it (an unmounted disk?); nothing was pruned"
         limit = self.settings.prune_max_fraction
         if not force and missing > limit * total:
@@ -388,7 +397,7 @@ class Indexer:
         todo: list[SourceFile],
         active: list[VectorSpace],
         transcriber: Transcriber | None,
-        coverage: dict[int, set[str]],
+        coverage: CoverageLookup,
         report: IndexReport,
         ocr: TextReader | None = None,
         only_ocr: dict[str, int] | None = None,
@@ -446,7 +455,7 @@ class Indexer:
         report.batch_size = sizers.size
 
     def _same_content(
-        self, coverage: dict[int, set[str]], active: list[VectorSpace], *, ocr: bool
+        self, coverage: CoverageLookup, active: list[VectorSpace], *, ocr: bool
     ) -> Callable[[str], Item | None]:
         def same_content(content_hash: str) -> Item | None:
             """An indexed copy whose vectors cover every active space (else the file is embedded afresh)."""
@@ -460,10 +469,10 @@ class Indexer:
                 None,
                 original.status,
                 original.modality,
-                _has_text(original),
+                has_text(original),
                 original.ocr_engine is not None,
             )
-            return original if _covered(state, coverage, active, ocr=ocr) else None
+            return original if covered(state, coverage(original.id), active, ocr=ocr) else None
 
         return same_content
 
@@ -472,23 +481,28 @@ class Indexer:
         listing: Listing,
         active: list[VectorSpace],
         transcriber: Transcriber | None,
-        scan: _Scan,
+        scan: Scan,
         report: IndexReport,
     ) -> None:
         """Read and encode the deferred shards on Ray, one task per shard; commit what comes back here. A sample
         the catalog holds at the shard's version with every vector is left alone (a shard cut short by a crash
         is read again, and only its missing samples are encoded); one that failed is tried again."""
         assert self.ray_address is not None
-        indexed: dict[str, dict[str, str | None]] = {shard.address: {} for shard in listing.deferred}
-        for path, state in scan.states.items():
-            shard = path.rpartition("#")[0]
-            if shard in indexed and state.status != ItemStatus.FAILED and _covered(state, scan.coverage, active):
-                indexed[shard][path] = state.source_version
+        indexed: dict[str, dict[str, str | None]] = {}
+        known_paths: set[str] = set()
+        for shard in listing.deferred:  # what the catalog holds of each shard: one range query per shard
+            states = self.catalog.sample_states(shard.address)
+            coverage = self.catalog.spaces_by_item(state.item_id for _, state in states)
+            known_paths.update(path for path, _ in states)
+            indexed[shard.address] = {
+                path: state.source_version
+                for path, state in states
+                if state.status != ItemStatus.FAILED and covered(state, coverage.get(state.item_id, ()), active)
+            }
         tasks = [ShardTask(shard, indexed[shard.address]) for shard in listing.deferred]
         outcomes = encode_shards_on_ray(
             self.ray_address, self.settings, tasks, active, self.limits, transcribe=transcriber is not None
         )
-        known_paths = {path for path in scan.states if path.rpartition("#")[0] in indexed}
 
         def batches() -> Iterator[EncodedBatch]:
             for outcome in outcomes:
@@ -500,14 +514,15 @@ class Indexer:
                     continue
                 log.info("shard %s: %d samples read by worker %d", address, len(outcome.samples), outcome.worker_pid)
                 listing.prune_roots.append(address)
-                scan.seen.update(outcome.samples)
+                for sample in outcome.samples:
+                    scan.seen.add(sample)
                 scan.count += len(outcome.samples)
                 report.scanned += len(outcome.samples)
                 report.unchanged += len(outcome.unchanged)
                 yield outcome.encoded
 
         timings = Counter[str]()
-        same_content = self._same_content(scan.coverage, active, ocr=False)
+        same_content = self._same_content(coverage_lookup(self.catalog), active, ocr=False)
         sizers = BatchSizers.for_settings(self.settings)
         self._commit_encoded(batches(), active, same_content, known_paths, sizers, report, timings)
         for name, seconds in timings.items():
@@ -593,73 +608,3 @@ class Indexer:
         if decoded.ocr_ran:
             report.ocr_read += 1
             report.ocr_with_text += bool(decoded.record is not None and decoded.record.ocr_text)
-
-
-@dataclass
-class _Scan:
-    """What the walk found, and what the catalog knew of it."""
-
-    states: dict[str, FileState]
-    coverage: dict[int, set[str]]
-    candidates: list[tuple[SourceFile, FileState | None]] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-    errors: set[str] = field(default_factory=set)  # roots whose walk reported an error
-    count: int = 0
-
-    def add(self, source: SourceFile) -> None:
-        path = str(source.path)
-        self.count += 1
-        self.seen.add(path)
-        state = self.states.get(path)
-        if state is None or not _unchanged(source, state):
-            self.candidates.append((source, None))
-        else:
-            self.candidates.append((source, state))
-
-    def select(self, active: list[VectorSpace], *, ocr: bool = False) -> list[SourceFile]:
-        """New and changed files, and unchanged ones lacking vectors in an active space that can embed them (or,
-        with ``ocr``, images OCR has not read yet)."""
-        return [
-            source
-            for source, state in self.candidates
-            if state is None or not _covered(state, self.coverage, active, ocr=ocr)
-        ]
-
-    def only_ocr(self, active: list[VectorSpace]) -> dict[str, int]:
-        """Path -> item id of the unchanged files that have every vector and only lack OCR: their vectors stay."""
-        return {
-            str(source.path): state.item_id
-            for source, state in self.candidates
-            if state is not None
-            and _covered(state, self.coverage, active)
-            and not _covered(state, self.coverage, active, ocr=True)
-        }
-
-
-def _has_text(item: Item) -> bool:
-    return item.caption is not None or item.transcript is not None or item.modality == Modality.TEXT
-
-
-def _unchanged(source: SourceFile, state: FileState) -> bool:
-    return (
-        state.size == source.size
-        and state.mtime_ns == source.mtime_ns
-        and state.sidecar_mtime_ns == source.sidecar_mtime_ns
-        and state.source_version == source.version
-    )
-
-
-def _covered(state: FileState, coverage: dict[int, set[str]], active: list[VectorSpace], *, ocr: bool = False) -> bool:
-    """True when the item has vectors in every active space that can embed it (and, with ``ocr``, an image has been
-    read for text)."""
-    if state.status == ItemStatus.FAILED or state.modality is None:
-        return True
-    if ocr and state.modality == Modality.IMAGE and not state.ocr_read:
-        return False
-    have = coverage.get(state.item_id, set())
-    modality = Modality(state.modality)
-    for space in active:
-        wanted = space.embeds(modality) or (state.has_text and space.embeds(Modality.TEXT))
-        if wanted and space.key not in have:
-            return False
-    return True

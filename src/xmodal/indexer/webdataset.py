@@ -14,8 +14,7 @@ import io
 import os
 import posixpath
 import re
-from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -41,6 +40,9 @@ class KnownItem(Protocol):
     sidecar_mtime_ns: int | None
     source_version: str | None
 
+
+KnownSamples = Callable[[str], Sequence[tuple[str, KnownItem]]]  # shard address -> (path, state) of its samples
+KnownShards = Callable[[str], Mapping[str, int]]  # address prefix -> samples the catalog holds per shard under it
 
 _EXTRA = "WebDataset shards need the cloud extra: pip install 'xmodal[cloud]'"
 
@@ -180,6 +182,12 @@ def _matchers(shard_set: ShardSet) -> list[tuple[str | None, re.Pattern[str]]]:
     return found
 
 
+def static_prefix(shard_set: ShardSet) -> str:
+    """The part of the set's pattern before its first brace or glob character: every shard it names starts so."""
+    found = re.search(r"[{*?\[]", shard_set.pattern)
+    return shard_set.pattern if found is None else shard_set.pattern[: found.start()]
+
+
 def vanished_shards(shard_set: ShardSet, listed: Collection[str], known: Mapping[str, int]) -> VanishedShards | None:
     """The known shards (address -> samples in the catalog) that ``shard_set`` names and ``listed`` lacks."""
     matchers = _matchers(shard_set)
@@ -295,23 +303,21 @@ def detached(source: SourceFile) -> SourceFile:
 def walk_shards(
     shard_set: ShardSet,
     *,
-    known: Mapping[str, KnownItem],
+    known_samples: KnownSamples,
     scratch: Callable[[], Path],
     text_extensions: frozenset[str],
     on_unlisted: ListingError,
     on_listed: Callable[[str], None],
     on_vanished: Callable[[VanishedShards], None] = lambda _: None,
+    known_shards: KnownShards = lambda _: {},
     defer: Callable[[Shard], None] | None = None,
 ) -> Iterator[SourceFile]:
     """The samples of every shard in the set. An unchanged shard yields its samples as the catalog knows them,
     without a read; a shard that cannot be read is reported to ``on_unlisted``; each shard that was listed and
     read (or known complete) is passed to ``on_listed``, where prune may look. Known shards the set's globs match
     that are no longer there go to ``on_vanished``, only when every pattern of the set was listed without error
-    (a shard named without a glob that is missing is a listing error)."""
-    by_shard: dict[str, list[tuple[str, KnownItem]]] = defaultdict(list)
-    for path, state in known.items():
-        if "#" in path:
-            by_shard[path.rpartition("#")[0]].append((path, state))
+    (a shard named without a glob that is missing is a listing error). ``known_samples``: what the catalog holds
+    of one shard's samples; ``known_shards``: how many samples it holds per shard address under a prefix."""
     failed: list[str] = []
 
     def unlisted(pattern: str, reason: str) -> None:
@@ -320,11 +326,12 @@ def walk_shards(
 
     shards = list_shards(shard_set, unlisted)
     if not failed:
-        gone = vanished_shards(shard_set, {shard.address for shard in shards}, {a: len(s) for a, s in by_shard.items()})
+        known = known_shards(static_prefix(shard_set))
+        gone = vanished_shards(shard_set, {shard.address for shard in shards}, known)
         if gone is not None:
             on_vanished(gone)
     for number, shard in enumerate(shards):
-        previous = by_shard.get(shard.address, [])
+        previous = list(known_samples(shard.address))
         if _complete(previous, shard):
             on_listed(shard.address)
             for path, state in previous:

@@ -13,7 +13,6 @@ import numpy as np
 
 from xmodal.search.query import SpaceHit
 from xmodal.spaces import VectorSpace
-from xmodal.store.catalog import Catalog
 from xmodal.store.filters import ItemFilter
 
 _OVERFETCH = 4  # first ask for k * this many vectors: chunks and filtered-out items take slots
@@ -28,18 +27,11 @@ class FilterPlan:
 
     @classmethod
     def build(cls, space: VectorSpace, item_filter: ItemFilter, *, selective: bool) -> FilterPlan:
-        """``selective``: few enough items pass (see :func:`is_selective`) to restrict the search itself."""
+        """``selective``: few enough vectors pass (see ``search.filter_plans``) to restrict the search itself."""
         if item_filter.empty or not selective:
             return cls(item_filter)
         ids = space.catalog.vector_ids_of_matching(space.key, item_filter)
         return cls(item_filter, np.asarray(sorted(ids), dtype=np.int64))
-
-
-def is_selective(catalog: Catalog, item_filter: ItemFilter, *, below: float) -> bool:
-    """Whether the share of indexed items that pass ``item_filter`` is at most ``below``."""
-    if item_filter.empty:
-        return False
-    return catalog.count_matching(item_filter) / max(1, catalog.count_items()) <= below
 
 
 def search_space(space: VectorSpace, query: np.ndarray, *, k: int, plan: FilterPlan | None = None) -> list[SpaceHit]:

@@ -22,6 +22,7 @@ from xmodal.search.batching import EncodeBatcher
 from xmodal.search.calibration import NullSamples, space_agreement
 from xmodal.search.cursors import CursorSigner
 from xmodal.search.embedding_cache import QueryEmbeddingCache
+from xmodal.search.filter_plans import FilterPlans
 from xmodal.search.fusion import Evidence, Fuser, Source, Weights, load_fitted_weights, ranked
 from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
 from xmodal.search.query import (
@@ -33,7 +34,7 @@ from xmodal.search.query import (
     SearchResult,
 )
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
-from xmodal.search.retrieval import FilterPlan, is_selective, search_space
+from xmodal.search.retrieval import FilterPlan, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog
 from xmodal.store.filters import ItemFilter
@@ -132,6 +133,9 @@ class Searcher:
         self._null_samples = NullSamples(catalog, size=settings.fusion_null_sample)
         # Per query modality, per space: fitted by `xmodal eval --fit-fusion` (none: every space counts 1).
         self.fusion_weights: Weights = load_fitted_weights(settings.home)
+        self.filters = FilterPlans(
+            catalog, spaces, selective_below=settings.filter_selective_below, entries=settings.filter_cache_entries
+        )
 
     @property
     def encode_batchers(self) -> dict[str, EncodeBatcher]:
@@ -332,13 +336,15 @@ class Searcher:
         wanted = max(self.settings.fusion_candidates, 2 * (query.offset + query.k))
         pool = min(wanted, self.settings.max_candidates) + len(excluded)
         plans: dict[str, FilterPlan] = {}
-        selective = is_selective(self.catalog, query.item_filter, below=self.settings.filter_selective_below)
+        if self.filters.nothing_passes(query.item_filter):
+            return  # the catalog knows no item passes: nothing to search
+        selective = self.filters.selective(query.item_filter)
         for source, vector in run.dense.items():
             if source.weight <= 0:
                 continue  # negative parts only push candidates down; they never bring any in
             space = self.spaces[source.space]
             if source.space not in plans:
-                plans[source.space] = FilterPlan.build(space, query.item_filter, selective=selective)
+                plans[source.space] = self.filters.plan(space, query.item_filter)
             for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
                 run.candidates.add(hit.item_id)
                 run.modalities[hit.item_id] = hit.modality

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from xmodal.store.lexical import LexicalDocument
 from xmodal.store.models import CatalogMeta, DeletedVector, Embedding, IndexRun, Item, ItemStatus, Space, utcnow
 
 _IN_CHUNK = 500  # ids per IN (...) clause: below every backend's parameter limit
+_STREAM_ROWS = 10_000  # rows fetched at a time when a query's result is streamed
 
 
 def _delete_items(session: Session, item_ids: list[int]) -> dict[str, list[int]]:
@@ -63,6 +64,24 @@ class FileState:
     has_text: bool
     ocr_read: bool = False  # an image the OCR stage has read (with or without finding text)
     source_version: str | None = None  # the store's identity of the object (None for local files)
+
+
+_STATE_QUERY = select(
+    Item.path,
+    Item.id,
+    Item.size,
+    Item.mtime_ns,
+    Item.sidecar_mtime_ns,
+    Item.status,
+    Item.modality,
+    Item.caption.is_not(None) | Item.transcript.is_not(None) | (Item.modality == "text"),
+    Item.ocr_engine.is_not(None),
+    Item.source_version,
+)
+
+
+def _state(row: Any) -> FileState:
+    return FileState(*row[1:7], bool(row[7]), bool(row[8]), row[9])
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,35 +178,54 @@ class Catalog:
     # items -----------------------------------------------------------------------------------------------
 
     def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
-        """Path -> stored state, for all items or the given paths."""
-        query = select(
-            Item.path,
-            Item.id,
-            Item.size,
-            Item.mtime_ns,
-            Item.sidecar_mtime_ns,
-            Item.status,
-            Item.modality,
-            Item.caption.is_not(None) | Item.transcript.is_not(None) | (Item.modality == "text"),
-            Item.ocr_engine.is_not(None),
-            Item.source_version,
-        )
+        """Path -> stored state, for the given paths (``_IN_CHUNK`` a statement), or for all items (a full read:
+        the indexer looks paths up in batches instead)."""
         with self.session() as session:
             if paths is None:
-                rows = list(session.execute(query))
+                rows = list(session.execute(_STATE_QUERY))
             else:
                 rows = [
-                    row for part in _chunks(list(paths)) for row in session.execute(query.where(Item.path.in_(part)))
+                    row
+                    for part in _chunks(list(paths))
+                    for row in session.execute(_STATE_QUERY.where(Item.path.in_(part)))
                 ]
-        return {row[0]: FileState(*row[1:6], row[6], bool(row[7]), bool(row[8]), row[9]) for row in rows}
+        return {row[0]: _state(row) for row in rows}
 
-    def spaces_by_item(self) -> dict[int, set[str]]:
-        """Item id -> the spaces it has at least one vector in."""
-        result: dict[int, set[str]] = defaultdict(set)
+    def sample_states(self, shard: str) -> list[tuple[str, FileState]]:
+        """(path, state) of the samples the catalog holds of one WebDataset shard (``shard#key`` paths), by path:
+        a range of the path index."""
+        query = _STATE_QUERY.where(Item.path > f"{shard}#", Item.path < f"{shard}$").order_by(Item.path)
         with self.session() as session:
-            for item_id, space in session.execute(select(Embedding.item_id, Embedding.space).distinct()):
+            return [(row[0], _state(row)) for row in session.execute(query)]
+
+    def shard_sample_counts(self, prefix: str) -> dict[str, int]:
+        """Shard address -> how many samples (``shard#key`` paths) the catalog holds of it, for the shards whose
+        address starts with ``prefix``; read as a stream of paths (the cost follows the shards under ``prefix``)."""
+        counts: dict[str, int] = defaultdict(int)
+        query = select(Item.path).where(Item.path.startswith(prefix, autoescape=True), Item.path.contains("#"))
+        with self.session() as session:
+            for path in session.scalars(query.execution_options(yield_per=10_000)):
+                address, _, _ = path.rpartition("#")
+                if address.startswith(prefix):  # SQLite's LIKE ignores case: keep the exact prefix only
+                    counts[address] += 1
+        return dict(counts)
+
+    def spaces_by_item(self, item_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
+        """Item id -> the spaces it has at least one vector in, for the given items (or for all of them)."""
+        result: dict[int, set[str]] = defaultdict(set)
+        query = select(Embedding.item_id, Embedding.space).distinct()
+        with self.session() as session:
+            if item_ids is None:
+                rows: Iterable[Any] = session.execute(query)
+            else:
+                rows = (
+                    row
+                    for part in _chunks(list(item_ids))
+                    for row in session.execute(query.where(Embedding.item_id.in_(part)))
+                )
+            for item_id, space in rows:
                 result[item_id].add(space)
-        return result
+        return dict(result)
 
     def get_item(self, item_id: int) -> Item | None:
         with self.session() as session:
@@ -276,14 +314,19 @@ class Catalog:
             lexical.replace_documents(session, touched, documents)
         return dict(new_ids), dict(old_ids)
 
-    def prune_candidates(self, root: str, keep: set[str]) -> tuple[int, list[int]]:
+    def prune_candidates(self, root: str, keep: Container[str]) -> tuple[int, list[int]]:
         """How many items lie at or under ``root``, and the ids of those whose path is not in ``keep`` (their
-        files are gone). The indexer decides whether to delete them (:meth:`delete_items`)."""
+        files are gone). The rows are streamed, so memory follows the missing items, not the root's size. The
+        indexer decides whether to delete them (:meth:`delete_items`)."""
+        prefix = root.rstrip("/")
+        samples = and_(Item.path >= f"{prefix}#", Item.path < f"{prefix}$")  # a WebDataset shard's samples
+        query = select(Item.id, Item.path).where(or_(under_folder(root), samples))
+        total, missing = 0, []
         with self.session() as session:
-            prefix = root.rstrip("/")
-            samples = and_(Item.path >= f"{prefix}#", Item.path < f"{prefix}$")  # a WebDataset shard's samples
-            rows = session.execute(select(Item.id, Item.path).where(or_(under_folder(root), samples))).all()
-        return len(rows), [item_id for item_id, path in rows if path not in keep]
+            for rows in session.execute(query.execution_options(yield_per=_STREAM_ROWS)).partitions():
+                total += len(rows)
+                missing.extend(item_id for item_id, path in rows if path not in keep)
+        return total, missing
 
     def delete_items(self, item_ids: Sequence[int]) -> tuple[int, dict[str, list[int]]]:
         """Delete these items; returns how many existed and, per space, the vector ids that must go."""
@@ -411,6 +454,17 @@ class Catalog:
             if within is None:
                 return set(session.scalars(query))
             return {i for part in _chunks(list(within)) for i in session.scalars(query.where(Item.id.in_(part)))}
+
+    def count_vectors_matching(self, space: str, item_filter: ItemFilter) -> int:
+        """How many of ``space``'s vectors belong to items that pass ``item_filter``."""
+        query = (
+            select(func.count())
+            .select_from(Embedding)
+            .join(Item, Item.id == Embedding.item_id)
+            .where(Embedding.space == space, item_filter.clause())
+        )
+        with self.session() as session:
+            return int(session.scalar(query) or 0)
 
     def vector_ids_of_matching(self, space: str, item_filter: ItemFilter) -> list[int]:
         query = (

@@ -29,7 +29,7 @@ from xmodal.store.manifest import (
     write_tombstones,
 )
 from xmodal.store.merge_policy import MergePolicy, SegmentSize
-from xmodal.store.segments import Segment, SegmentInfo, write_segment
+from xmodal.store.segments import Segment, SegmentInfo, unique_ids, write_segment
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class SpaceWriter:
         (without it the last publication's are kept)."""
         started = time.perf_counter()
         queued, mark = deletions.pending() if deletions is not None else (np.zeros(0, np.int64), None)
-        deletes = np.unique(np.concatenate([np.zeros(0, np.int64), *self._pending_deletes, queued]))
+        deletes = unique_ids(np.concatenate([np.zeros(0, np.int64), *self._pending_deletes, queued]))
         segments = list(self._manifest.segments)
         high_water = self._manifest.high_water
         if self._pending_ids:
