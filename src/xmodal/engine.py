@@ -204,7 +204,7 @@ class Engine:
             text_reader=self.text_reader,
         )
         with index_lock(self.settings.home, self.catalog):
-            self.spaces.refresh(wait=True)  # a switch another process started (or finished) since this engine looked
+            self.spaces.follow_switches()  # a switch another process started (or finished) since this engine looked
             try:
                 roots = [parse_root(p) for p in paths]
                 return indexer.run(roots, prune=prune, force_prune=force_prune, max_items=max_items)

@@ -525,6 +525,11 @@ class SpaceSet:
         for space in [*self._spaces.values(), *self._shadows.values()]:
             space.save(final=final, apply_queued=apply_queued)
 
+    def follow_switches(self) -> None:
+        """Pick up the switches of model another process started or finished, and nothing else: an index run
+        opens a space's segments only when it has work there."""
+        self._follow_pointers(wait=True)
+
     def refresh(self, *, wait: bool = False) -> None:
         """Pick up publications and switches another process made since they were loaded."""
         self._follow_pointers(wait=wait)
