@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from threadpoolctl import threadpool_limits
 
 from xmodal.api.limits import BodyLimitMiddleware
 from xmodal.api.metrics import ApiMetrics
@@ -44,6 +47,19 @@ _STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
+def _warm_up(engine: Engine) -> None:
+    """Open every space's index and load the models of those holding vectors, so no request pays for it."""
+    try:
+        states = engine.readiness()
+    except Exception:  # a request will meet the same error and report it; the server keeps starting
+        log.exception("warming up the spaces failed")
+        return
+    log.info("spaces warmed up: %s", states)
+
+
 def _status_of(exc: XmodalError) -> int:
     return next((code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind)), status.HTTP_400_BAD_REQUEST)
 
@@ -73,11 +89,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if resolved.torch_threads is not None:  # one encoder thread per model runs every forward of this process
             torch.set_num_threads(resolved.torch_threads)
+        threadpool_limits(limits=resolved.blas_threads, user_api="blas")
         app.state.engine = engine or Engine.open(settings=resolved)
         app.state.search_slots = asyncio.Semaphore(resolved.search_concurrency)
+        # The models load at startup, in the background: the port answers at once, and a query that arrives
+        # meanwhile waits for its model's load instead of starting another.
+        warm_up = threading.Thread(target=_warm_up, args=(app.state.engine,), name="xmodal-warm-up", daemon=True)
+        warm_up.start()
         try:
             yield
         finally:
+            warm_up.join()
             if engine is None:
                 app.state.engine.close()
 

@@ -17,6 +17,7 @@ import torch
 from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
+from xmodal.encoders.token_count import TokenCounter
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -62,6 +63,7 @@ class SentenceEncoder(Encoder):
         super().__init__(spec, options)
         self.target = target
         self._model: Any = None
+        self._counter: TokenCounter | None = None
         self._device = torch.device("cpu")
 
     def _load(self) -> str:
@@ -83,6 +85,7 @@ class SentenceEncoder(Encoder):
             ) from exc
         model.eval()
         self._model = model
+        self._counter = TokenCounter(model.tokenizer)  # the encoder thread's calls must not see its settings
         return self._fingerprint_model(f"sentence:{model.get_embedding_dimension()}", model)
 
     def weights_reachable(self) -> bool:
@@ -102,7 +105,9 @@ class SentenceEncoder(Encoder):
         return int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer.tokenize(text))
+        self.load()
+        assert self._counter is not None
+        return self._counter(text)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         with inference_context(self._device):
