@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -92,14 +91,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         threadpool_limits(limits=resolved.blas_threads, user_api="blas")
         app.state.engine = engine or Engine.open(settings=resolved)
         app.state.search_slots = asyncio.Semaphore(resolved.search_concurrency)
-        # The models load at startup, in the background: the port answers at once, and a query that arrives
-        # meanwhile waits for its model's load instead of starting another.
-        warm_up = threading.Thread(target=_warm_up, args=(app.state.engine,), name="xmodal-warm-up", daemon=True)
-        warm_up.start()
+        # The models load before the port opens: loading them beside the first queries (imports holding the GIL,
+        # weights hashed) made those queries wait seconds, and a server that answers should answer at full speed.
+        await asyncio.to_thread(_warm_up, app.state.engine)
         try:
             yield
         finally:
-            warm_up.join()
             if engine is None:
                 app.state.engine.close()
 

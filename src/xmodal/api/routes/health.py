@@ -22,7 +22,7 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(engine: EngineDep) -> JSONResponse:
     """200 when every space holding vectors has its index open and its model loaded; 503 with reasons otherwise
-    (the server loads the models at startup; this waits for them)."""
+    (the server loads the models before it starts answering)."""
     spaces = await run_in_threadpool(engine.readiness)
     ready = all(state in {"ready", "empty"} for state in spaces.values())
     body = Readiness(status="ready" if ready else "not ready", spaces=spaces)
