@@ -64,11 +64,9 @@ async def knn_service(request: Request, engine: EngineDep) -> Response:
     space = _space(engine, body.indice_name)
     image = await _image(body, engine.settings)
     base = str(request.base_url).rstrip("/")
-    slots = request.app.state.search_slots
-    async with slots:
-        query = await run_in_threadpool(_knn_query, engine, body, space, image)  # decodes an image
-    prepared = await run_in_threadpool(engine.prepare, query)  # waits for the encoders without holding a slot
-    async with slots:
+    # encoding waits for the encoder threads without holding a slot (image encodes are bounded there)
+    prepared = await run_in_threadpool(lambda: engine.prepare(_knn_query(engine, body, space, image)))
+    async with request.app.state.search_slots:
         return json_response(await run_in_threadpool(_knn_results, engine, prepared, body, space, base))
 
 

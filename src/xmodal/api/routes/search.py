@@ -68,11 +68,10 @@ async def search(request: Request, engine: EngineDep) -> Response:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "Send application/json with a 'text' field, or multipart/form-data with an 'image' file.",
         )
-    slots = request.app.state.search_slots  # past a few at once, queries only fight over the CPU and the GIL
-    async with slots:
-        query = await run_in_threadpool(engine.build_query, **params)  # decodes uploads
-    prepared = await run_in_threadpool(engine.prepare, query)  # waits for the encoders without holding a slot
-    async with slots:
+    # Encoding waits for the encoder threads without holding a slot (image and audio encodes are bounded there);
+    # past a few at once, the rest of a search only fights over the CPU and the GIL.
+    prepared = await run_in_threadpool(lambda: engine.prepare(engine.build_query(**params)))
+    async with request.app.state.search_slots:
         body, timings = await run_in_threadpool(_answer, engine, prepared)
     request.app.state.metrics.observe_search(timings)
     return json_response(body)
