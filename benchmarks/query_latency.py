@@ -213,6 +213,7 @@ def peer_main(args: argparse.Namespace) -> None:
         "XMODAL_HOME": str(home),
         "XMODAL_CLIP_ENCODER": f"open_clip:ViT-B-32@{checkpoint}",
         "XMODAL_SPEECH_MODEL": "",
+        "XMODAL_OCR": "false",  # the harness's images are noise and shapes; the peer reads no words either
         "HF_HUB_OFFLINE": "1",
     }
     if not args.repeat_queries:

@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     lexical_language: str | None = Field(
         default="english", description="Language whose stopwords text queries drop in the lexical space; empty: none."
     )
+    lexical_cache_size: NonNegativeInt = Field(
+        default=50_000,
+        description="Query terms whose best lexical score a server keeps until the full-text table changes; 0: off.",
+    )
     lexical_phonetic_weight: float = Field(
         default=0.5, ge=0, le=1, description="What a lexical match by sound alone counts, against one by the word."
     )
@@ -276,6 +280,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long `xmodal search` waits for the running `xmodal serve` of its home before searching "
         "itself.",
+    )
+    blas_threads: PositiveInt = Field(
+        default=1,
+        description="BLAS (numpy) threads of a serving process: its matrix products are small and many queries run "
+        "beside each other, so more threads only spin and wait for each other.",
     )
     search_concurrency: PositiveInt = Field(
         default=4, description="Searches the server runs at once; more wait their turn (their encodes still batch)."

@@ -42,7 +42,7 @@ from xmodal.indexer.lock import index_lock
 from xmodal.indexer.runner import Indexer, IndexReport, Progress
 from xmodal.modality import Modality
 from xmodal.search.query import AudioClip, PartKind, QueryPart, SearchQuery, SearchResult
-from xmodal.search.searcher import Searcher, SearchResponse
+from xmodal.search.searcher import PreparedSearch, Searcher, SearchResponse
 from xmodal.spaces import EncoderBuilder, SpaceSet
 from xmodal.store.catalog import Catalog
 from xmodal.store.filters import ItemFilter
@@ -232,6 +232,14 @@ class Engine:
     def query(self, query: SearchQuery) -> SearchResponse:
         """Run a prepared query; the response also says which spaces could not answer, and the next cursor."""
         return self._searcher.search(query)
+
+    def prepare(self, query: SearchQuery) -> PreparedSearch:
+        """The first half of :meth:`query`: its parts encoded (text encodes batch with concurrent queries')."""
+        return self._searcher.prepare(query)
+
+    def finish(self, prepared: PreparedSearch) -> SearchResponse:
+        """The second half of :meth:`query`: search, fuse, rerank and page what :meth:`prepare` encoded."""
+        return self._searcher.finish(prepared)
 
     def build_query(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from threadpoolctl import threadpool_limits
 
 from xmodal.api.limits import BodyLimitMiddleware
 from xmodal.api.metrics import ApiMetrics
@@ -41,6 +43,19 @@ _STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (ConfigError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (IndexLockedError, status.HTTP_409_CONFLICT),
 ]
+
+
+log = logging.getLogger(__name__)
+
+
+def _warm_up(engine: Engine) -> None:
+    """Open every space's index and load the models of those holding vectors, so no request pays for it."""
+    try:
+        states = engine.readiness()
+    except Exception:  # a request will meet the same error and report it; the server keeps starting
+        log.exception("warming up the spaces failed")
+        return
+    log.info("spaces warmed up: %s", states)
 
 
 def _status_of(exc: XmodalError) -> int:
@@ -74,8 +89,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             import torch  # here: the app itself needs no torch until a model loads
 
             torch.set_num_threads(resolved.torch_threads)
+        threadpool_limits(limits=resolved.blas_threads, user_api="blas")
         app.state.engine = engine or Engine.open(settings=resolved)
         app.state.search_slots = asyncio.Semaphore(resolved.search_concurrency)
+        # The models load before the port opens: loading them beside the first queries (imports holding the GIL,
+        # weights hashed) made those queries wait seconds, and a server that answers should answer at full speed.
+        await asyncio.to_thread(_warm_up, app.state.engine)
         try:
             yield
         finally:

@@ -18,6 +18,7 @@ from xmodal.encoders.audio import resample, windows
 from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
+from xmodal.encoders.token_count import TokenCounter
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -52,6 +53,7 @@ class ClapEncoder(Encoder):
         self._model: Any = None
         self._features: Any = None
         self._tokenizer: Any = None
+        self._counter: TokenCounter | None = None
         self._device: torch.device  # set by _load
 
     def _load(self) -> str:
@@ -72,6 +74,7 @@ class ClapEncoder(Encoder):
                 self.spec, str(self.cache_dir), str(exc).splitlines()[0], local_options=LOCAL_OPTIONS
             ) from exc
         self._model, self._features, self._tokenizer = model, processor.feature_extractor, processor.tokenizer
+        self._counter = TokenCounter(processor.tokenizer)  # the encoder thread's calls must not see its settings
         return self._fingerprint_model(f"clap:{model.config.projection_dim}", model)
 
     def weights_reachable(self) -> bool:
@@ -95,7 +98,9 @@ class ClapEncoder(Encoder):
         return int(min(self._tokenizer.model_max_length, 512)) - 2
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.tokenize(text))
+        self.load()
+        assert self._counter is not None
+        return self._counter(text)
 
     def token_starts(self, text: str) -> list[int] | None:
         return fast_token_starts(self._tokenizer, text)

@@ -16,6 +16,7 @@ import numpy as np
 from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
+from xmodal.encoders.token_count import TokenCounter
 from xmodal.errors import ConfigError, WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -64,6 +65,7 @@ class SentenceEncoder(Encoder):
         super().__init__(spec, options)
         self.target = target
         self._model: Any = None
+        self._counter: TokenCounter | None = None
         self._device: torch.device  # set by _load
 
     def _load(self) -> str:
@@ -85,6 +87,7 @@ class SentenceEncoder(Encoder):
             ) from exc
         model.eval()
         self._model = model
+        self._counter = TokenCounter(model.tokenizer)  # the encoder thread's calls must not see its settings
         return self._fingerprint_model(f"sentence:{model.get_embedding_dimension()}", model)
 
     def weights_reachable(self) -> bool:
@@ -104,7 +107,9 @@ class SentenceEncoder(Encoder):
         return int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer.tokenize(text))
+        self.load()
+        assert self._counter is not None
+        return self._counter(text)
 
     def token_starts(self, text: str) -> list[int] | None:
         return fast_token_starts(self._model.tokenizer, text)

@@ -14,8 +14,7 @@ import numpy as np
 from xmodal import ocr_text
 from xmodal.search.fusion import Source
 from xmodal.search.query import OcrMatch
-from xmodal.store.catalog import Catalog
-from xmodal.store.models import Item
+from xmodal.store.catalog import Catalog, ResultItem
 
 OCR = "ocr"
 LEXICAL = "lexical"
@@ -23,7 +22,7 @@ LEXICAL = "lexical"
 
 def ocr_origins(
     catalog: Catalog,
-    item: Item,
+    item: ResultItem,
     sources: Sequence[Source],
     query_vectors: Mapping[Source, np.ndarray],
     item_vectors: Mapping[str, Mapping[int, list[tuple[int, np.ndarray]]]],
@@ -52,7 +51,7 @@ def ocr_origins(
     return found
 
 
-def ocr_match(item: Item, query_text: str | None, chunk: tuple[int, int] | None) -> OcrMatch | None:
+def ocr_match(item: ResultItem, query_text: str | None, chunk: tuple[int, int] | None) -> OcrMatch | None:
     """The OCR lines of ``item`` the query matched: those holding most of its words (inside the matched chunk when
     a dense source found it), else every line of that chunk."""
     if not item.ocr_lines or not item.ocr_text:

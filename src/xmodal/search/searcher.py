@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from cachetools import LRUCache
 
 from xmodal.config import Settings
 from xmodal.encoders.base import l2_normalise
@@ -36,11 +37,10 @@ from xmodal.search.query import (
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
 from xmodal.search.retrieval import FilterPlan, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
-from xmodal.store.catalog import Catalog
+from xmodal.store.catalog import Catalog, ItemKind, ResultItem
 from xmodal.store.filters import ItemFilter
 from xmodal.store.lexical import Field as LexicalField
-from xmodal.store.lexical import stopwords_of
-from xmodal.store.models import Item
+from xmodal.store.lexical import ideal_of, ideal_terms, stopwords_of
 
 log = logging.getLogger(__name__)
 LEXICAL = "lexical"
@@ -70,6 +70,17 @@ class _Run:
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
     modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
+
+
+class PreparedSearch:
+    """A query whose parts are encoded, for :meth:`Searcher.finish`."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    @property
+    def query(self) -> SearchQuery:
+        return self.run.query
 
 
 class _Clock:
@@ -136,6 +147,12 @@ class Searcher:
         self.filters = FilterPlans(
             catalog, spaces, selective_below=settings.filter_selective_below, entries=settings.filter_cache_entries
         )
+        self._direct_encodes = threading.BoundedSemaphore(settings.search_concurrency)  # image and audio parts
+        # (lexical table version, field, term) -> the term's best score alone
+        self._term_scores: LRUCache[tuple[str | None, LexicalField, str], float] = LRUCache(
+            maxsize=settings.lexical_cache_size
+        )
+        self._term_lock = threading.Lock()
 
     @property
     def encode_batchers(self) -> dict[str, EncodeBatcher]:
@@ -168,15 +185,27 @@ class Searcher:
         return self.settings.lexical and self.catalog.lexical_supported
 
     def search(self, query: SearchQuery) -> SearchResponse:
+        return self.finish(self.prepare(query))
+
+    def prepare(self, query: SearchQuery) -> PreparedSearch:
+        """Encode the query's parts (text encodes batch with other queries' on the encoder threads; image and
+        audio encodes run at most ``search_concurrency`` at once). The CPU-bound rest is :meth:`finish`, which a
+        server runs in its search slots, so queries waiting for the encoder do not hold a slot."""
         self.spaces.refresh()  # a nightly run may have published new indexes since the last query
         with self.spaces.pinned():  # one version of each space for the whole query, even if one switches model
             return self._answer(query)
 
     def _answer(self, query: SearchQuery) -> SearchResponse:
         run = _Run(query, SearchResponse(results=[]))
-        clock = _Clock(run.response.timings)
-        with clock("encode"):
+        with _Clock(run.response.timings)("encode"):
             self._prepare_sources(run)
+        return PreparedSearch(run)
+
+    def finish(self, prepared: PreparedSearch) -> SearchResponse:
+        """Search, fuse, rerank and page a prepared query."""
+        run = prepared.run
+        query = run.query
+        clock = _Clock(run.response.timings)
         if not run.dense and not run.lexical:
             if run.unavailable:  # no space could embed the query: the server lacks a model, not a client error
                 raise run.unavailable[0]
@@ -209,10 +238,10 @@ class Searcher:
         query = run.query
         folded: dict[int, list[int]] = {}
         if query.collapse_duplicates or query.diversity > 0:
-            items = self.catalog.get_items(order)
-            similarity = similarity_matrix(order, self._representatives(run, items))
+            kinds = self.catalog.item_kinds(order)
+            similarity = similarity_matrix(order, self._representatives(run, kinds))
             if query.collapse_duplicates:
-                hashes = {item_id: item.content_hash for item_id, item in items.items()}
+                hashes = {item_id: kind.content_hash for item_id, kind in kinds.items()}
                 kept, folded = collapse_duplicates(
                     order, similarity=similarity, hashes=hashes, threshold=self.settings.duplicate_threshold
                 )
@@ -308,7 +337,8 @@ class Searcher:
             run.unavailable.append(exc)
             return None
         if part.kind is not PartKind.TEXT:
-            return encode_part(space, part)
+            with self._direct_encodes:
+                return encode_part(space, part)
         key = (space.name, space.encoder.fingerprint, str(part.value))
         vector = self.query_cache.get(key)
         if vector is None:
@@ -410,22 +440,32 @@ class Searcher:
             )
             part = run.query.parts[source.part]
             agreement = space_agreement(space, part, text_space_searched=text_only) if fusing else {}
-            for item_id, pairs in self._space_vectors(run, source.space, item_ids).items():
-                if item_id not in evidence or not pairs:
-                    continue
-                scores = np.stack([vector for _, vector in pairs]) @ query_vector
-                best = int(np.argmax(scores))
-                modality = run.modalities.get(item_id)
-                z = (
-                    float(index.calibrated(scores[best]))
-                    if calibration is None
-                    else calibration.z(float(scores[best]), modality if fusing else None)
-                )
+            owned = self._space_vectors(run, source.space, item_ids)
+            scored = [item_id for item_id in item_ids if owned.get(item_id)]
+            if not scored:
+                continue
+            # One product for every candidate's vectors, then each item's best vector (the first of equal ones).
+            scores = np.stack([vector for item_id in scored for _, vector in owned[item_id]]) @ query_vector
+            position = 0
+            for item_id in scored:
+                pairs = owned[item_id]
+                best = position + (int(np.argmax(scores[position : position + len(pairs)])) if len(pairs) > 1 else 0)
                 evidence[item_id].raw[source] = float(scores[best])
+                best_vector[(item_id, source)] = pairs[best - position][0]
+                position += len(pairs)
+            raw = [evidence[item_id].raw[source] for item_id in scored]
+            if calibration is None:
+                calibrated = index.calibrated(np.asarray(raw, dtype=np.float32)).tolist()
+            else:
+                calibrated = [
+                    calibration.z(value, run.modalities.get(item_id) if fusing else None)
+                    for item_id, value in zip(scored, raw, strict=True)
+                ]
+            for item_id, value in zip(scored, calibrated, strict=True):
+                modality = run.modalities.get(item_id)
                 # An item only a lexical match found has no modality here: its least trusted pair counts.
                 trust = agreement.get(modality, 1.0) if modality is not None else min(agreement.values(), default=1.0)
-                evidence[item_id].calibrated[source] = trust * z
-                best_vector[(item_id, source)] = pairs[best][0]
+                evidence[item_id].calibrated[source] = trust * value
         for source in run.lexical:
             for item_id, share in self._lexical_shares(run.query.parts[source.part].value, item_ids).items():
                 evidence[item_id].raw[source] = share
@@ -444,7 +484,7 @@ class Searcher:
         every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
         shares: dict[int, float] = {}
         for lexical_field in LexicalField:
-            ideal = self.catalog.lexical_ideal(text, lexical_field, self._stopwords)
+            ideal = self._ideal(text, lexical_field)
             if ideal <= 0:
                 continue
             weight = 1.0 if lexical_field is LexicalField.WORDS else self.settings.lexical_phonetic_weight
@@ -454,7 +494,26 @@ class Searcher:
                 shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
         return shares
 
-    def _representatives(self, run: _Run, items: dict[int, Item]) -> dict[int, dict[str, np.ndarray]]:
+    def _ideal(self, text: str, lexical_field: LexicalField) -> float:
+        """``Catalog.lexical_ideal``, with each term's best score kept until the full-text table is next written
+        (a common word's costs a scan of every document holding it)."""
+        terms = ideal_terms(text, lexical_field, self._stopwords)
+        version = self.catalog.lexical_version()
+        with self._term_lock:
+            known = {
+                t: self._term_scores[key] for t in terms if (key := (version, lexical_field, t)) in self._term_scores
+            }
+        missing = [term for term in dict.fromkeys(terms) if term not in known]
+        if missing:
+            found = dict(zip(missing, self.catalog.lexical_term_scores(missing, lexical_field), strict=True))
+            if self._term_scores.maxsize and self.catalog.lexical_version() == version:  # no write meanwhile
+                with self._term_lock:
+                    for term, score in found.items():
+                        self._term_scores[(version, lexical_field, term)] = score
+            known.update(found)
+        return ideal_of([known[term] for term in terms])
+
+    def _representatives(self, run: _Run, items: dict[int, ItemKind]) -> dict[int, dict[str, np.ndarray]]:
         """Per item, its mean vector in the spaces native to its modality (for duplicates and MMR): those that
         embed only that modality when there are any (`text` for texts), else those that embed it."""
         result: dict[int, dict[str, np.ndarray]] = {item_id: {} for item_id in items}
@@ -468,7 +527,10 @@ class Searcher:
                 continue
             for item_id, pairs in self._space_vectors(run, space.name, own).items():
                 if item_id in result and pairs:
-                    mean = np.stack([vector for _, vector in pairs]).mean(axis=0, keepdims=True)
+                    if len(pairs) == 1:  # the mean of one vector is that vector
+                        mean = pairs[0][1].reshape(1, -1)
+                    else:
+                        mean = np.stack([vector for _, vector in pairs]).mean(axis=0, keepdims=True)
                     result[item_id][space.name] = l2_normalise(mean)[0]
         return result
 
@@ -483,7 +545,7 @@ class Searcher:
         locations: dict[int, tuple[Source, int | None]],
         folded: dict[int, list[int]],
     ) -> list[SearchResult]:
-        items = self.catalog.get_items(page)
+        items = self.catalog.result_items(page)
         spans = self.catalog.resolve_vectors([v for _, v in (locations.get(i, (None, None)) for i in page) if v])
         results: list[SearchResult] = []
         for item_id in page:
@@ -540,7 +602,7 @@ class Searcher:
             )
         return results
 
-    def _ocr(self, run: _Run, item: Item, found: Evidence) -> tuple[set[Source], OcrMatch | None]:
+    def _ocr(self, run: _Run, item: ResultItem, found: Evidence) -> tuple[set[Source], OcrMatch | None]:
         """The sources that matched the words read from ``item``, and the lines they matched."""
         if not item.ocr_lines:
             return set(), None
@@ -553,7 +615,7 @@ class Searcher:
         return set(origins), ocr_match(item, run.query.text, chunk)
 
     def _locate(
-        self, space: str, start: int | None, end: int | None, item: Item
+        self, space: str, start: int | None, end: int | None, item: ResultItem
     ) -> tuple[tuple[int, int] | None, tuple[float, float] | None]:
         """(character span, time span) of an item's best-matching chunk or window."""
         if start is None or end is None:

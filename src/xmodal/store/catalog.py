@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from xmodal.errors import CatalogInUseError
@@ -21,6 +21,37 @@ from xmodal.store.models import CatalogMeta, DeletedVector, Embedding, IndexRun,
 
 _IN_CHUNK = 500  # ids per IN (...) clause: below every backend's parameter limit
 _STREAM_ROWS = 10_000  # rows fetched at a time when a query's result is streamed
+
+# The look-ups a query makes, built once: Core rows, no ORM objects, and one list parameter for the ids instead of
+# one bound parameter built per id on every call.
+_IDS = bindparam("ids", expanding=True)
+_RESOLVE_VECTORS = (
+    select(Embedding.id, Embedding.item_id, Item.modality, Embedding.start, Embedding.end, Embedding.origin)
+    .join(Item, Item.id == Embedding.item_id)
+    .where(Embedding.id.in_(_IDS))
+)
+_VECTOR_IDS_OF_ITEMS = select(Embedding.item_id, Embedding.id).where(
+    Embedding.space == bindparam("space"), Embedding.item_id.in_(_IDS)
+)
+_RESULT_COLUMNS = (
+    Item.id,
+    Item.modality,
+    Item.path,
+    Item.media_type,
+    Item.content_hash,
+    Item.caption,
+    Item.text_excerpt,
+    Item.user_metadata,
+    Item.width,
+    Item.height,
+    Item.duration,
+    Item.transcript,
+    Item.transcript_segments,
+    Item.ocr_text,
+    Item.ocr_lines,
+)
+_RESULT_ITEMS = select(*_RESULT_COLUMNS).where(Item.id.in_(_IDS))
+_ITEM_KINDS = select(Item.id, Item.modality, Item.content_hash).where(Item.id.in_(_IDS))
 
 
 def _delete_items(session: Session, item_ids: list[int]) -> dict[str, list[int]]:
@@ -143,6 +174,35 @@ class VectorHit:
     origin: str | None = None  # "ocr": the span is in the item's OCR text
 
 
+@dataclass(frozen=True, slots=True)
+class ResultItem:
+    """The columns of an item that a search result shows (read-only; :meth:`Catalog.result_items`)."""
+
+    id: int
+    modality: str | None
+    path: str
+    media_type: str | None
+    content_hash: str | None
+    caption: str | None
+    text_excerpt: str | None
+    user_metadata: dict[str, Any] | None
+    width: int | None
+    height: int | None
+    duration: float | None
+    transcript: str | None
+    transcript_segments: list[dict[str, Any]] | None
+    ocr_text: str | None
+    ocr_lines: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemKind:
+    """What reranking needs of an item: its modality and content hash."""
+
+    modality: str | None
+    content_hash: str | None
+
+
 @dataclass
 class CatalogStats:
     items_by_modality: dict[str, int] = field(default_factory=dict)
@@ -236,6 +296,23 @@ class Catalog:
         with self.session() as session:
             for part in _chunks(list(item_ids)):
                 found.update({item.id: item for item in session.scalars(select(Item).where(Item.id.in_(part)))})
+        return found
+
+    def result_items(self, item_ids: Sequence[int]) -> dict[int, ResultItem]:
+        """Item id -> the columns its search result shows (absent: no such item), in one query per 500 ids."""
+        found: dict[int, ResultItem] = {}
+        with self._engine.connect() as connection:
+            for part in _chunks(list(item_ids)):
+                found.update({row[0]: ResultItem(*row) for row in connection.execute(_RESULT_ITEMS, {"ids": part})})
+        return found
+
+    def item_kinds(self, item_ids: Sequence[int]) -> dict[int, ItemKind]:
+        """Item id -> its modality and content hash (absent: no such item)."""
+        found: dict[int, ItemKind] = {}
+        with self._engine.connect() as connection:
+            for part in _chunks(list(item_ids)):
+                rows = connection.execute(_ITEM_KINDS, {"ids": part})
+                found.update({item_id: ItemKind(modality, digest) for item_id, modality, digest in rows})
         return found
 
     def item_with_content(self, content_hash: str) -> Item | None:
@@ -413,27 +490,18 @@ class Catalog:
     def resolve_vectors(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
         """Vector id -> the item (and text span) it belongs to."""
         hits: dict[int, VectorHit] = {}
-        with self.session() as session:
+        with self._engine.connect() as connection:
             for part in _chunks(list(vector_ids)):
-                query = (
-                    select(
-                        Embedding.id, Embedding.item_id, Item.modality, Embedding.start, Embedding.end, Embedding.origin
-                    )
-                    .join(Item, Item.id == Embedding.item_id)
-                    .where(Embedding.id.in_(part))
-                )
-                hits.update({row[0]: VectorHit(*row[1:]) for row in session.execute(query)})
+                rows = connection.execute(_RESOLVE_VECTORS, {"ids": part})
+                hits.update({row[0]: VectorHit(*row[1:]) for row in rows})
         return hits
 
     def vector_ids_of_items(self, space: str, item_ids: Sequence[int]) -> dict[int, list[int]]:
         """Item id -> its vector ids in ``space``."""
         result: dict[int, list[int]] = defaultdict(list)
-        with self.session() as session:
+        with self._engine.connect() as connection:
             for part in _chunks(list(item_ids)):
-                query = select(Embedding.item_id, Embedding.id).where(
-                    Embedding.space == space, Embedding.item_id.in_(part)
-                )
-                for item_id, vector_id in session.execute(query):
+                for item_id, vector_id in connection.execute(_VECTOR_IDS_OF_ITEMS, {"space": space, "ids": part}):
                     result[item_id].append(vector_id)
         return dict(result)
 
@@ -450,10 +518,11 @@ class Catalog:
     def matching_ids(self, item_filter: ItemFilter, within: Sequence[int] | None = None) -> set[int]:
         """Ids of the items that pass ``item_filter`` (only among ``within`` when given)."""
         query = select(Item.id).where(item_filter.clause())
-        with self.session() as session:
+        with self._engine.connect() as connection:
             if within is None:
-                return set(session.scalars(query))
-            return {i for part in _chunks(list(within)) for i in session.scalars(query.where(Item.id.in_(part)))}
+                return set(connection.scalars(query))
+            among = query.where(Item.id.in_(_IDS))
+            return {i for part in _chunks(list(within)) for i in connection.scalars(among, {"ids": part})}
 
     def count_vectors_matching(self, space: str, item_filter: ItemFilter) -> int:
         """How many of ``space``'s vectors belong to items that pass ``item_filter``."""
@@ -503,6 +572,16 @@ class Catalog:
         """The score of a document holding every term of ``query`` (see :func:`lexical.ideal_score`)."""
         with self._engine.connect() as connection:
             return lexical.ideal_score(connection, query, field, stop)
+
+    def lexical_term_scores(self, terms: Sequence[str], field: lexical.Field) -> list[float]:
+        """Each term's best score alone in ``field``, in order (the parts of :meth:`lexical_ideal`)."""
+        with self._engine.connect() as connection:
+            return lexical.term_scores(connection, terms, field)
+
+    def lexical_version(self) -> str | None:
+        """A token that changes with every write to the full-text table (see :func:`lexical.version`)."""
+        with self._engine.connect() as connection:
+            return lexical.version(connection)
 
     def lexical_size(self) -> int:
         if not self.lexical_supported:

@@ -16,6 +16,7 @@ matched: a match on one common word of six is weak, whatever the best match in t
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 from xmodal import ocr_text
 
 TABLE = "items_fts"
+_VERSION_KEY = "lexical_version"  # in catalog_meta: a new random token with every write to the table
 # Column weights: a word in the caption or file name says more than one deep in a long document, and a word that
 # only sounds alike says less than the word itself.
 _SQLITE_WEIGHTS = "2.0, 3.0, 1.0, 0.5, 2.0"  # bm25() weights of name, caption, body, sounds, ocr
@@ -120,10 +122,18 @@ def _expression(words: Sequence[str], sounds: Sequence[str], field: Field | None
 
 
 def replace_documents(session: Session, item_ids: Sequence[int], documents: Sequence[LexicalDocument]) -> None:
-    """Drop the rows of ``item_ids`` and insert ``documents`` (inside the caller's transaction)."""
+    """Drop the rows of ``item_ids`` and insert ``documents`` (inside the caller's transaction), and give the table
+    a new :func:`version`."""
     dialect = session.get_bind().dialect.name
     if not supported(dialect):
         return
+    session.execute(
+        text(
+            "INSERT INTO catalog_meta(key, value) VALUES (:key, :value) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ),
+        {"key": _VERSION_KEY, "value": uuid.uuid4().hex},
+    )
     key = "rowid" if dialect == "sqlite" else "item_id"
     for start in range(0, len(item_ids), 500):
         part = ",".join(str(int(i)) for i in item_ids[start : start + 500])
@@ -172,17 +182,37 @@ def ideal_score(connection: Connection, query: str, field: Field, stop: frozense
     score alone (0 when no term matches anything). A term no document holds counts as much as the rarest one that
     some document holds (it is rarer still): a match on the query's known words is then only part of the query,
     as it is ("a black bird that caws" is not fully matched by "A black bird." because no text says "caws")."""
+    return ideal_of(term_scores(connection, ideal_terms(query, field, stop), field))
+
+
+def ideal_of(scores: Sequence[float]) -> float:
+    """The ideal score from each query term's best score alone (see :func:`ideal_score`): a term that matches
+    nothing (0) counts as much as the best-scoring one."""
+    found = [score for score in scores if score > 0]
+    return sum(found) + (len(scores) - len(found)) * max(found, default=0.0)
+
+
+def ideal_terms(query: str, field: Field, stop: frozenset[str] = frozenset()) -> list[str]:
+    """The terms of ``query`` that :func:`ideal_score` sums over in ``field``: its words, or their sound codes."""
     words, sounds = _terms(query, stop)
-    found: list[float] = []
-    missing = 0
-    for term in words if field is Field.WORDS else sounds:
+    return words if field is Field.WORDS else sounds
+
+
+def term_scores(connection: Connection, terms: Sequence[str], field: Field) -> list[float]:
+    """Each term's best score alone in ``field`` (0 when it matches nothing)."""
+    scores = []
+    for term in terms:
         single = ([term], []) if field is Field.WORDS else ([], [term])
         best = _search_terms(connection, *single, field, 1, None)
-        if best:
-            found.append(best[0][1])
-        else:
-            missing += 1
-    return sum(found) + missing * max(found, default=0.0)
+        scores.append(best[0][1] if best else 0.0)
+    return scores
+
+
+def version(connection: Connection) -> str | None:
+    """A token that changes with every write to the table (``None``: not written since the upgrade that added it):
+    scores computed under one token hold until it changes."""
+    row = connection.execute(text("SELECT value FROM catalog_meta WHERE key = :key"), {"key": _VERSION_KEY}).first()
+    return None if row is None else str(row[0])
 
 
 def _search_terms(
@@ -198,10 +228,12 @@ def _search_terms(
     expression = _expression(words, sounds, field)
     if expression is None:
         return []
+    # ``+rowid``: the restriction is checked on the rows the match yields. A bare ``rowid IN (...)`` is handed to
+    # FTS5, which then evaluates the whole match once per listed id (200 ids: ~70 times slower, same rows).
     rows = connection.execute(
         text(
             f"SELECT rowid, -bm25({TABLE}, {_SQLITE_WEIGHTS}) AS score FROM {TABLE} WHERE {TABLE} MATCH :expression "
-            f"{f'AND rowid IN ({restrict})' if restrict else ''} ORDER BY score DESC, rowid LIMIT :limit"
+            f"{f'AND +rowid IN ({restrict})' if restrict else ''} ORDER BY score DESC, rowid LIMIT :limit"
         ),
         {"expression": expression, "limit": limit},
     )

@@ -28,7 +28,8 @@ from xmodal.api.uploads import read_body
 from xmodal.config import Settings
 from xmodal.engine import Engine
 from xmodal.modality import Modality
-from xmodal.search.query import QueryPart, SearchResult
+from xmodal.search.query import QueryPart, SearchQuery, SearchResult
+from xmodal.search.searcher import PreparedSearch
 from xmodal.store.models import Item
 
 router = APIRouter(tags=["clip-retrieval"], responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
@@ -63,8 +64,10 @@ async def knn_service(request: Request, engine: EngineDep) -> Response:
     space = _space(engine, body.indice_name)
     image = await _image(body, engine.settings)
     base = str(request.base_url).rstrip("/")
+    # encoding waits for the encoder threads without holding a slot (image encodes are bounded there)
+    prepared = await run_in_threadpool(lambda: engine.prepare(_knn_query(engine, body, space, image)))
     async with request.app.state.search_slots:
-        return json_response(await run_in_threadpool(_knn, engine, body, space, image, base))
+        return json_response(await run_in_threadpool(_knn_results, engine, prepared, body, space, base))
 
 
 @router.post("/metadata", openapi_extra={"requestBody": _METADATA_BODY}, response_model=list[dict[str, Any]])
@@ -113,7 +116,7 @@ async def _image(body: KnnRequest, settings: Settings) -> bytes | None:
     return await fetch_image(body.image_url, settings)
 
 
-def _knn(engine: Engine, body: KnnRequest, space: str, image: bytes | None, base: str) -> list[dict[str, Any]]:
+def _knn_query(engine: Engine, body: KnnRequest, space: str, image: bytes | None) -> SearchQuery:
     shown = body.num_images or 40
     wanted = max(shown, body.num_result_ids or shown)
     if body.embedding_input is not None:
@@ -127,14 +130,20 @@ def _knn(engine: Engine, body: KnnRequest, space: str, image: bytes | None, base
             status.HTTP_422_UNPROCESSABLE_CONTENT, "Fill one of text, image, image_url or embedding_input."
         )
     modality = Modality.TEXT if body.modality == "text" else Modality.IMAGE
-    query = engine.build_query(
+    return engine.build_query(
         parts=parts,
         k=min(wanted, engine.settings.max_k),
         space=space,
         modalities=[modality],
         collapse_duplicates=bool(body.deduplicate),
     )
-    results = engine.query(query).results
+
+
+def _knn_results(
+    engine: Engine, prepared: PreparedSearch, body: KnnRequest, space: str, base: str
+) -> list[dict[str, Any]]:
+    shown = body.num_images or 40
+    results = engine.finish(prepared).results
     return [_result(result, space, base, with_metadata=rank < shown) for rank, result in enumerate(results)]
 
 

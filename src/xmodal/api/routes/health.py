@@ -22,7 +22,8 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(engine: EngineDep) -> JSONResponse:
     """200 when every space holding vectors has its index open and its model loaded; 503 with reasons otherwise
-    (the first call loads the models). A space switching model lists its versions and the switch's progress."""
+    (the server loads the models before it starts answering). A space switching model lists its versions and the
+    switch's progress."""
     spaces = await run_in_threadpool(engine.readiness)
     versions = await run_in_threadpool(engine.versions)
     ready = all(state in {"ready", "empty"} for state in spaces.values())

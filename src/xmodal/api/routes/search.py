@@ -19,6 +19,7 @@ from xmodal.api.schemas import ContributionBody, OcrMatchBody, PartBody, SearchH
 from xmodal.api.uploads import check_declared_size, read_body
 from xmodal.engine import Engine
 from xmodal.search.query import QueryPart, SearchResult
+from xmodal.search.searcher import PreparedSearch
 
 router = APIRouter(tags=["search"])
 
@@ -67,8 +68,11 @@ async def search(request: Request, engine: EngineDep) -> Response:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "Send application/json with a 'text' field, or multipart/form-data with an 'image' file.",
         )
-    async with request.app.state.search_slots:  # past a few at once, queries only fight over the CPU and the GIL
-        body, timings = await run_in_threadpool(_run, engine, params)
+    # Encoding waits for the encoder threads without holding a slot (image and audio encodes are bounded there);
+    # past a few at once, the rest of a search only fights over the CPU and the GIL.
+    prepared = await run_in_threadpool(lambda: engine.prepare(engine.build_query(**params)))
+    async with request.app.state.search_slots:
+        body, timings = await run_in_threadpool(_answer, engine, prepared)
     request.app.state.metrics.observe_search(timings)
     return json_response(body)
 
@@ -162,10 +166,9 @@ async def _upload(field: object, name: str, limit: int) -> bytes | None:
     return data
 
 
-def _run(engine: Engine, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+def _answer(engine: Engine, prepared: PreparedSearch) -> tuple[dict[str, Any], dict[str, float]]:
     """The response body (the shape of ``SearchResponseBody``, as plain values) and the stage timings."""
-    query = engine.build_query(**params)
-    response = engine.query(query)
+    response = engine.finish(prepared)
     body = SearchResponseBody(
         results=[_hit(result) for result in response.results],
         spaces_searched=response.spaces_searched,

@@ -1,0 +1,69 @@
+"""The query path's shortcuts answer as the long way does: lexical term scores kept between queries follow the
+next write, and token counts on request threads never disturb the encoder thread's batches."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import make_settings
+from xmodal.encoders.base import Encoder
+from xmodal.engine import Engine
+
+
+def _lexical_shares(engine: Engine, text: str) -> dict[str, float]:
+    results = engine.query(engine.build_query(text=text, space="lexical", k=10)).results
+    return {Path(r.path).name: r.space_scores["lexical"] for r in results}
+
+
+def test_kept_lexical_term_scores_follow_a_new_write(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, encoder_pool: Callable[..., Encoder]
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "ice.txt").write_text("a walrus resting on the sea ice near the shore")
+    (corpus / "seals.txt").write_text("grey seals and penguins on a beach")
+    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir)
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        engine.index([corpus])
+        before = _lexical_shares(engine, "walrus")
+        assert before == _lexical_shares(engine, "walrus")  # the second query used the kept scores
+        (corpus / "walrus.txt").write_text("walrus walrus")  # a better match: every share of the query drops
+        engine.index([corpus])
+        after = _lexical_shares(engine, "walrus")
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as fresh:  # nothing kept
+        expected = _lexical_shares(fresh, "walrus")
+    assert after == expected
+    assert after["ice.txt"] < before["ice.txt"]
+
+
+def test_token_counts_on_other_threads_leave_the_encoders_batches_whole(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, encoder_pool: Callable[..., Encoder]
+) -> None:
+    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir)
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        encoder = engine.spaces["text"].encoder
+        texts = ["a short one", "a somewhat longer text with quite a few more words in it than the first", "mid size"]
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def count() -> None:
+            while not stop.is_set():
+                try:
+                    encoder.chunk("a query chunked on a request thread while the encoder thread pads its batch")
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+                    return
+
+        counters = [threading.Thread(target=count) for _ in range(2)]
+        for thread in counters:
+            thread.start()
+        try:
+            vectors = [encoder.encode_texts(texts) for _ in range(40)]
+        finally:
+            stop.set()
+            for thread in counters:
+                thread.join()
+    assert not errors, errors
+    assert all(v.shape == (3, encoder.dim) for v in vectors)
