@@ -46,8 +46,14 @@ def test_shards_in_a_store_without_its_package_are_a_setup_error_not_a_listing_e
         pytest.skip("adlfs is installed: az:// would be opened for real")
     pytest.importorskip("webdataset", reason="the cloud extra is not installed: pip install 'xmodal[cloud]'")
     listing = Listing(scratch_parent=tmp_path)
-    walk = walk_roots([parse_root("az://media-container/shards/{00000..00003}.tar")], listing=listing, known={},
-                      text_extensions=[".txt"], include_hidden=False, on_error=lambda *_: None)  # fmt: skip
+    walk = walk_roots(
+        [parse_root("az://media-container/shards/{00000..00003}.tar")],
+        listing=listing,
+        known_samples=lambda _: [],
+        text_extensions=[".txt"],
+        include_hidden=False,
+        on_error=lambda *_: None,
+    )
     with pytest.raises(ConfigError, match="pip install adlfs"):
         list(walk)
     assert listing.prune_roots == [] and listing.unlisted == {}  # nothing was taken for a listing of the store

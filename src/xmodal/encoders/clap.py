@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xmodal.encoders.audio import resample, windows
-from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
+from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.encoders.token_count import TokenCounter
@@ -103,7 +103,9 @@ class ClapEncoder(Encoder):
         return self._counter(text)
 
     def token_starts(self, text: str) -> list[int] | None:
-        return fast_token_starts(self._tokenizer, text)
+        self.load()
+        assert self._counter is not None
+        return self._counter.token_starts(text)
 
     @property
     def sample_rate(self) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xmodal.encoders.base import Encoder, EncoderOptions, fast_token_starts
+from xmodal.encoders.base import Encoder, EncoderOptions
 from xmodal.encoders.device import inference_context, resolve_device
 from xmodal.encoders.hub import hub_offline_reason
 from xmodal.encoders.token_count import TokenCounter
@@ -112,7 +112,9 @@ class SentenceEncoder(Encoder):
         return self._counter(text)
 
     def token_starts(self, text: str) -> list[int] | None:
-        return fast_token_starts(self._model.tokenizer, text)
+        self.load()
+        assert self._counter is not None
+        return self._counter.token_starts(text)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         with inference_context(self._device):
