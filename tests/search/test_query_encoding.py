@@ -27,7 +27,8 @@ def indexed(
 
 def count_clip_encodes(engine: Engine, monkeypatch: pytest.MonkeyPatch, *, hold_for: int) -> list[int]:
     """Batch sizes of the clip encoder's text calls; the first call holds the encoder until ``hold_for`` more
-    queries wait behind it, as they would behind a slow forward on a busy server."""
+    queries are in it or wait behind it (the first batch may already hold several: threads start close together),
+    as they would behind a slow forward on a busy server."""
     encoder = engine.spaces["clip"].encoder
     original = encoder._encode_texts
     batcher = engine._searcher.encode_batchers["clip"]
@@ -36,7 +37,7 @@ def count_clip_encodes(engine: Engine, monkeypatch: pytest.MonkeyPatch, *, hold_
     def counted(texts: list[str]) -> np.ndarray:
         sizes.append(len(texts))
         if len(sizes) == 1 and hold_for:
-            wait_for(lambda: batcher.queued >= hold_for)
+            wait_for(lambda: len(texts) - 1 + batcher.queued >= hold_for)
         return original(texts)
 
     monkeypatch.setattr(encoder, "_encode_texts", counted)
