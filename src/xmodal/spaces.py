@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -442,11 +442,14 @@ class SpaceSet:
         return list(self._view())
 
     @contextmanager
-    def pinned(self) -> Iterator[None]:
-        """Within this block (in this thread or task) every lookup sees the versions current at its start."""
-        token = self._pinned.set(dict(self._spaces))
+    def pinned(self, view: Mapping[str, VectorSpace] | None = None) -> Iterator[Mapping[str, VectorSpace]]:
+        """Within this block (in this thread or task) every lookup sees the versions current at its start, or
+        ``view``: the versions an earlier block pinned (a query encoded in one block is searched in another, on
+        the same versions, even if a switch of model made another version current in between)."""
+        held = dict(view) if view is not None else dict(self._spaces)
+        token = self._pinned.set(held)
         try:
-            yield
+            yield held
         finally:
             self._pinned.reset(token)
 

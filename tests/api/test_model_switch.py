@@ -165,3 +165,31 @@ def test_a_space_switches_model_while_the_server_answers(
     assert server_engine.catalog.stats().embeddings_by_space.get("clip", 0) == 0
     ids = server_engine.spaces["clip"].stored_index().ids()
     assert len(ids) == len(np.unique(ids)) == server_engine.catalog.stats().embeddings_by_space["clip@v2"]
+
+
+def test_a_query_encoded_before_a_switch_is_searched_on_the_version_it_was_encoded_for(
+    settings: Settings,
+    tmp_path: Path,
+    encoder_pool: Callable[[str, Settings], Encoder],
+    other_tiny_clip_dir: Path,
+) -> None:
+    """A server encodes a query (``prepare``) and searches it later in a search slot (``finish``): a switch made
+    current in between must not search the old model's query vector in the new model's index (CI once saw such a
+    mixed answer in the live test above)."""
+    library = write_corpus(tmp_path / "library", images=8, texts=4, seed=5)
+    server_engine = Engine.open(settings=settings, build_encoder=encoder_pool)
+    indexer_engine = Engine.open(settings=settings, build_encoder=encoder_pool)
+    with server_engine, indexer_engine:
+        server_engine.index([library])
+        query = server_engine.build_query(text=QUERY, k=5, space="clip")
+        old = [(r.item_id, r.score) for r in server_engine.query(query).results]
+
+        prepared = server_engine.prepare(query)  # encoded by the old model
+        indexer_engine.switch_space("clip", f"open_clip:local-dir:{other_tiny_clip_dir}")
+        assert indexer_engine.index([library]).shadows["clip"].promoted
+        server_engine.spaces.refresh(wait=True)  # the new version is current before the prepared query is searched
+        assert server_engine.spaces["clip"].version == 2
+
+        assert [(r.item_id, r.score) for r in server_engine.finish(prepared).results] == old
+        new = [(r.item_id, r.score) for r in server_engine.query(query).results]
+        assert new != old  # a query made now is the new model's

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,10 +73,12 @@ class _Run:
 
 
 class PreparedSearch:
-    """A query whose parts are encoded, for :meth:`Searcher.finish`."""
+    """A query whose parts are encoded, for :meth:`Searcher.finish`, with the version of each space it was encoded
+    for (the search runs on those versions: a query vector of one model never meets another model's index)."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, versions: Mapping[str, VectorSpace]) -> None:
         self.run = run
+        self.versions = versions
 
     @property
     def query(self) -> SearchQuery:
@@ -192,18 +194,19 @@ class Searcher:
         audio encodes run at most ``search_concurrency`` at once). The CPU-bound rest is :meth:`finish`, which a
         server runs in its search slots, so queries waiting for the encoder do not hold a slot."""
         self.spaces.refresh()  # a nightly run may have published new indexes since the last query
-        with self.spaces.pinned():  # one version of each space for the whole query, even if one switches model
-            return self._answer(query)
-
-    def _answer(self, query: SearchQuery) -> SearchResponse:
-        run = _Run(query, SearchResponse(results=[]))
-        with _Clock(run.response.timings)("encode"):
-            self._prepare_sources(run)
-        return PreparedSearch(run)
+        with self.spaces.pinned() as versions:  # one version of each space for the whole query (finish too)
+            run = _Run(query, SearchResponse(results=[]))
+            with _Clock(run.response.timings)("encode"):
+                self._prepare_sources(run)
+            return PreparedSearch(run, versions)
 
     def finish(self, prepared: PreparedSearch) -> SearchResponse:
-        """Search, fuse, rerank and page a prepared query."""
-        run = prepared.run
+        """Search, fuse, rerank and page a prepared query, on the versions of the spaces it was encoded for."""
+        with self.spaces.pinned(prepared.versions):
+            return self._finish(prepared.run)
+
+    def _finish(self, run: _Run) -> SearchResponse:
+        """:meth:`finish` inside the prepared query's versions."""
         query = run.query
         clock = _Clock(run.response.timings)
         if not run.dense and not run.lexical:
