@@ -4,6 +4,7 @@ image, see results, explain one, open one, ask for more like it, and page furthe
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -95,6 +96,37 @@ def test_search_drop_open_and_scroll(page, tmp_path: Path) -> None:
     expect(results.first).not_to_have_attribute("data-id", first_id)  # the item itself is left out
     expect(page.locator(f'.result[data-id="{first_id}"]')).to_have_count(0)
     expect(results).to_have_count(24)
+
+
+def test_a_new_search_is_not_held_back_by_one_still_answering(page) -> None:
+    """A user types a query, then another before the first is answered (a slow server): the second runs at once,
+    and the first one's late answer never lands under it (it once blocked the next search and then filled the
+    page with its own results, marked with the new query's words)."""
+    expect = sync_api.expect
+    held: list[object] = []
+
+    def hold_the_first(route) -> None:  # type: ignore[no-untyped-def]
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered only when the test says
+
+    page.route("**/search", hold_the_first)
+    with page.expect_request("**/search"):
+        page.fill("#query-text", "mountain")
+        page.press("#query-text", "Enter")
+    page.fill("#query-text", "river")
+    page.press("#query-text", "Enter")
+    results = page.locator(".result")
+    expect(results).to_have_count(24)  # the second search, while the first is still unanswered
+    first_ids = [results.nth(i).get_attribute("data-id") for i in range(24)]
+    with contextlib.suppress(Exception):  # the page cancelled it: nothing to answer
+        held[0].continue_()  # type: ignore[attr-defined]  # the first search answers late (if it was not cancelled)
+    page.fill("#query-where", "extension")  # a refused search shows its message, and nothing overwrites it
+    page.press("#query-text", "Enter")
+    expect(page.locator("#status")).to_contain_text("Filter 'extension' is not of the form key=value")
+    assert [results.nth(i).get_attribute("data-id") for i in range(results.count())] == first_ids
+    expect(page.locator("#status")).to_have_class("error")
 
 
 def test_a_bad_query_shows_the_servers_message(page) -> None:

@@ -3,7 +3,8 @@
 
 const PAGE = 24;
 const $ = (selector) => document.querySelector(selector);
-const state = { request: null, cursor: null, loading: false, file: null, shown: 0, likeHit: null };
+// inFlight: the AbortController of the page being fetched (null when none is), so a new search cancels it
+const state = { request: null, cursor: null, inFlight: null, file: null, shown: 0, likeHit: null };
 
 function basename(path) {
   return path.split("/").pop();
@@ -77,19 +78,24 @@ function setStatus(message, isError = false) {
   status.classList.toggle("error", isError);
 }
 
+// The next page of the current search. A page of an older search that answers late is dropped: it never lands
+// under the newer query, and never holds the newer search back.
 async function fetchPage() {
-  if (state.loading || !state.request) return;
-  state.loading = true;
+  if (state.inFlight || !state.request) return;
+  const request = state.request;
+  const controller = new AbortController();
+  state.inFlight = controller;
   try {
-    const response = await fetch("search", requestInit(state.request, state.cursor));
+    const response = await fetch("search", { ...requestInit(request, state.cursor), signal: controller.signal });
     const payload = await response.json().catch(() => ({}));
+    if (request !== state.request) return;
     if (!response.ok) {
       const detail = typeof payload.detail === "string" ? payload.detail : JSON.stringify(payload.detail || payload);
       setStatus(`${response.status}: ${detail}`, true);
       state.cursor = null;
       return;
     }
-    for (const hit of payload.results) $("#results").append(card(hit, state.request.text));
+    for (const hit of payload.results) $("#results").append(card(hit, request.text));
     state.shown += payload.results.length;
     state.cursor = payload.next_cursor;
     const millis = Object.values(payload.timings || {}).reduce((a, b) => a + b, 0) * 1000;
@@ -101,10 +107,17 @@ async function fetchPage() {
     );
     showIgnored(payload.parts_ignored || {});
   } catch (error) {
+    if (controller.signal.aborted || request !== state.request) return;
     setStatus(`The search failed: ${error}`, true);
   } finally {
-    state.loading = false;
+    if (state.inFlight === controller) state.inFlight = null;
   }
+}
+
+// A new search (or a refused one) makes the page being fetched for the last one moot.
+function cancelFetch() {
+  if (state.inFlight) state.inFlight.abort();
+  state.inFlight = null;
 }
 
 // Parts of the query the server could not use (an image while CLIP is unavailable, ...), said next to the results.
@@ -116,6 +129,7 @@ function showIgnored(ignored) {
 }
 
 function startSearch(likeItem = null) {
+  cancelFetch();
   const query = readForm(likeItem);
   if (!query.text && !query.file && likeItem === null) {
     setStatus("Type something, or drop an image or an audio clip.", true);
@@ -320,7 +334,13 @@ function wire() {
   $("#file-input").addEventListener("change", (event) => setFile(event.target.files[0]));
   $("#clear-file").addEventListener("click", () => { clearFile(); startSearch(); });
   $("#close-detail").addEventListener("click", () => $("#detail").close());
-  $("#clear-like").addEventListener("click", () => { showLike(null); $("#results").replaceChildren(); showOverview(); });
+  $("#clear-like").addEventListener("click", () => {
+    cancelFetch();
+    state.request = null;
+    showLike(null);
+    $("#results").replaceChildren();
+    showOverview();
+  });
   for (const box of document.querySelectorAll("input[name=modality]")) {
     box.addEventListener("change", () => state.request && startSearch(state.request.likeItem));
   }
