@@ -103,11 +103,6 @@ def test_speech_is_transcribed_and_found_by_text_with_its_time(engine: Engine, t
     not FREEDESKTOP.is_dir() or not TUXPAINT.is_dir(),
     reason="needs Debian's sound-theme-freedesktop and tuxpaint-stamps-default (.ci/run installs them)",
 )
-@pytest.mark.xfail(
-    strict=False,
-    reason="whisper tiny.en on this machine's faster-whisper transcribes Tux Paint's chimp.ogg (one clip of 60+): "
-    "a known gap, in the closing note; the no-speech/compression/log-prob filters do not catch it yet",
-)
 def test_real_non_speech_sounds_get_no_transcript(engine: Engine, tmp_path: Path) -> None:
     root = tmp_path / "effects"
     root.mkdir()

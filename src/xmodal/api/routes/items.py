@@ -36,7 +36,8 @@ def get_item(item_id: ItemId, engine: EngineDep) -> ItemBody:
     return ItemBody.model_validate(engine.item(item_id))
 
 
-@router.api_route("/{item_id}/content", methods=["GET", "HEAD"], response_class=FileResponse)
+@router.head("/{item_id}/content", response_class=FileResponse, operation_id="head_item_content")
+@router.get("/{item_id}/content", response_class=FileResponse, operation_id="get_item_content")
 async def get_content(item_id: ItemId, request: Request, engine: EngineDep) -> Response:
     """The item's file, as indexed, shown in the browser (``inline``); HEAD answers its headers only. Items from a
     bucket or a WebDataset shard are streamed from the store."""
