@@ -114,7 +114,8 @@ class VectorSpace:
         self._writer: SpaceWriter | None = None
         self._checked = False
         self._adopt_fingerprint: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a snapshot loads: one load at a time
+        self._loading_lock = threading.Lock()  # guards _loading only, never held while loading
 
     def embeds(self, modality: Modality) -> bool:
         return modality in self.encoder.modalities
@@ -155,7 +156,7 @@ class VectorSpace:
             with self._lock:
                 self._load()
             return True
-        with self._lock:
+        with self._loading_lock:  # not the load lock: a request never waits for a load under way
             if self._loading:
                 return False
             self._loading = True
@@ -169,7 +170,8 @@ class VectorSpace:
         except Exception:  # the current snapshot stays; the next refresh tries again
             log.exception("space %s: could not load the newest publication", self.name)
         finally:
-            self._loading = False
+            with self._loading_lock:
+                self._loading = False
 
     def _load(self) -> None:
         """Open the published manifest, reusing the segments the current snapshot already has open."""

@@ -41,6 +41,22 @@ def test_rewriting_an_item_replaces_its_embeddings(tmp_path: Path) -> None:
     catalog.close()
 
 
+def test_ids_of_deleted_rows_are_never_handed_out_again(tmp_path: Path) -> None:
+    """SQLite reused the highest id after a delete (no AUTOINCREMENT): a server still holding the old index then
+    mapped an old vector to another item. Deleting the newest item and its vectors must retire their ids."""
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
+    catalog.write_items([WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]})])
+    newest, _ = catalog.write_items([WriteRequest(_record("/r/b"), {"text": [NewEmbedding(), NewEmbedding()]})])
+    item_b = next(row.item_id for row in catalog.resolve_vectors(newest["text"]).values())
+    catalog.delete_items([item_b])  # the highest item id and the two highest vector ids go
+    again, _ = catalog.write_items([WriteRequest(_record("/r/c"), {"text": [NewEmbedding()]})])
+    item_c = next(row.item_id for row in catalog.resolve_vectors(again["text"]).values())
+    assert again["text"][0] > max(newest["text"])
+    assert item_c > item_b
+    catalog.close()
+
+
 def test_reconcile_forgets_rows_an_interrupted_run_never_published(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
     space = engine.spaces["text"]
     writer = space.writer()

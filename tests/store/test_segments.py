@@ -260,3 +260,41 @@ def test_an_old_layout_home_migrates_on_first_open(tmp_path: Path) -> None:
     np.testing.assert_array_equal(snapshot.reconstruct(np.array([129])), vectors[29:30])
     assert (directory / MANIFEST_FILE).is_file() and not (directory / "current").exists()
     assert not version.exists()
+
+
+def test_a_newer_publication_loads_in_the_background_while_the_old_one_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's refresh returns at once; requests keep the snapshot they had until the new one is open, then
+    the new one is swapped in whole."""
+    import threading
+
+    from xmodal.spaces import VectorSpace
+
+    directory = tmp_path / "s"
+    writer = _writer(directory)
+    writer.add(np.arange(10), _vectors(10))
+    writer.publish()
+    reader = VectorSpace("s", encoder=None, directory=directory, catalog=None)  # type: ignore[arg-type]
+    first = reader.stored_index()
+    assert first is not None and first.ids().tolist() == list(range(10))
+
+    writer.add(np.arange(10, 15), _vectors(5, seed=1))
+    writer.publish()  # another process's publication
+    loading, release = threading.Event(), threading.Event()
+    real_open = SpaceSnapshot.open
+
+    def slow_open(*args: object, **kwargs: object) -> SpaceSnapshot:
+        loading.set()
+        assert release.wait(timeout=60)
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SpaceSnapshot, "open", slow_open)
+    assert reader.refresh() is True  # returns while the load is held
+    assert loading.wait(timeout=60)
+    assert reader.stored_index() is first  # requests meanwhile answer from the old publication, whole
+    assert reader.refresh() is False  # a second refresh does not start a second load
+    release.set()
+    loader = next(t for t in threading.enumerate() if t.name == "xmodal-load-s")
+    loader.join(timeout=60)
+    assert reader.stored_index().ids().tolist() == list(range(15))  # type: ignore[union-attr]
