@@ -219,7 +219,12 @@ class Settings(BaseSettings):
     diversity: float = Field(default=0.0, ge=0, le=1, description="Maximal-marginal-relevance trade-off; 0: off.")
     collapse_duplicates: bool = Field(default=True, description="Fold near-duplicates into one result.")
     duplicate_threshold: float = Field(
-        default=0.98, gt=0, le=1, description="Cosine at which two images or clips count as near-duplicates."
+        default=0.98,
+        gt=0,
+        le=1,
+        description="Cosine at which two images or clips count as near-duplicates, in a space whose random pairs "
+        "are orthogonal; where random pairs are alike (mean cosine m > 0) a pair's distance must be within "
+        "(1 - threshold) of a random pair's: cosine >= 1 - (1 - threshold) * (1 - m).",
     )
     default_k: PositiveInt = Field(default=10, description="Results per query when k is not given.")
     max_k: PositiveInt = Field(default=1000, description="Largest k a query may ask for.")

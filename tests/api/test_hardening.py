@@ -138,7 +138,7 @@ def test_depth_and_candidates_are_bounded(client: TestClient, engine: Engine, mo
     sizes: list[int] = []
     matrix = searcher.similarity_matrix
     monkeypatch.setattr(
-        searcher, "similarity_matrix", lambda order, vectors: sizes.append(len(order)) or matrix(order, vectors)
+        searcher, "similarity_matrix", lambda order, *rest: sizes.append(len(order)) or matrix(order, *rest)
     )
     engine.settings.max_candidates = 5
     body = client.post("/search", json={"text": "river", "k": 1000, "collapse_duplicates": True}).json()

@@ -185,6 +185,26 @@ def test_items_are_as_alike_as_their_least_convinced_shared_space() -> None:
     assert kept == [1, 2] and folded == {1: [], 2: [3]}
 
 
+def test_in_a_space_where_every_pair_is_alike_only_near_identical_items_fold() -> None:
+    """A random-weight or degenerate model puts any two items at cosine 0.99: that says nothing, so similarity is
+    read against the space's typical pair (Tux Paint's stamps with a random CLIP folded about 60 distinct images
+    into others per query, and the right one fell out of the first ten)."""
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=16)
+    items = [common + 0.08 * rng.normal(size=16) for _ in range(4)]  # pairwise cosines about 0.99
+    items.append(items[0] + 0.0005 * rng.normal(size=16))  # a near-identical copy of the first
+    unit = [v / np.linalg.norm(v) for v in items]
+    vectors = {i: {"clip": v} for i, v in enumerate(unit)}
+    order = list(range(5))
+    raw = similarity_matrix(order, vectors)
+    assert raw[0, 1] > 0.98  # by plain cosine every pair would fold
+    typical = float(np.mean([raw[i, j] for i in range(4) for j in range(4) if i != j]))
+    read = similarity_matrix(order, vectors, {"clip": typical})
+    kept, folded = collapse_duplicates(order, similarity=read, hashes={}, threshold=0.98)
+    assert kept == [0, 1, 2, 3] and folded[0] == [4]
+    assert np.allclose(similarity_matrix(order, vectors, {"clip": 0.0}), raw)  # orthogonal random pairs: as before
+
+
 def test_calibrated_fusion_combines_each_source_once() -> None:
     a, b = Source("clip", 0, "text#0", 1.0), Source("text", 0, "text#0", 1.0)
     negative = Source("text", 1, "text#1", -0.5)
@@ -218,8 +238,8 @@ def test_two_different_images_with_one_caption_are_not_folded(
     for name in ("image_001", "image_004"):
         (root / f"{name}.txt").write_text("A lion.")  # the same caption, two different pictures
     # Their caption vectors are identical (cosine 1); their pictures are not, though random-weight CLIP finds any
-    # two pictures alike, hence a threshold only identical vectors reach.
-    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir, duplicate_threshold=0.99999)
+    # two pictures alike: at the default threshold, read against the space's typical pair, they stay apart.
+    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir)
     with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
         engine.index([root])
         results = engine.search("A lion.", k=10, collapse_duplicates=True, space="text")

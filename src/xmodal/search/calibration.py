@@ -110,6 +110,7 @@ class NullSample:
     vectors: np.ndarray
     starts: np.ndarray
     items: int
+    typical_similarity: float = 0.0  # the mean similarity of two different sampled items (their first vectors)
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Each sampled item's score for ``query`` (its best vector's inner product)."""
@@ -185,8 +186,20 @@ def sample_items(
             starts.append(len(order))
             order.extend(rows[v] for v in owned[item_id] if v in rows)
         items = max(len(members), round(share * len(ids) / per_item))
-        samples[modality] = NullSample(vectors[order].astype(np.float32), np.asarray(starts, dtype=np.int64), items)
+        sampled = vectors[order].astype(np.float32)
+        starts_array = np.asarray(starts, dtype=np.int64)
+        typical = mean_pair_similarity(sampled[starts_array]) if len(starts_array) else 0.0
+        samples[modality] = NullSample(sampled, starts_array, items, typical)
     return samples
+
+
+def mean_pair_similarity(vectors: np.ndarray) -> float:
+    """The mean inner product of two different rows of ``vectors`` (0 for fewer than two)."""
+    count = len(vectors)
+    if count < 2:
+        return 0.0
+    gram = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
+    return float((gram.sum() - np.trace(gram)) / (count * (count - 1)))
 
 
 class NullSamples:
@@ -212,6 +225,14 @@ class NullSamples:
                     cached = (seq, sample_items(snapshot, self._catalog, size=self._size, key=key))
                     self._samples[key] = cached
         return cached[1]
+
+    def typical_similarity(self, snapshot: SpaceSnapshot, key: str | None = None) -> float:
+        """How alike two random items of the space are (the most alike modality's mean pair similarity): near 1
+        in a degenerate space (a random-weight model maps every image to nearly one vector), where a high
+        similarity says little."""
+        samples = self.of(snapshot, key)
+        means = [sample.typical_similarity for modality, sample in samples.items() if modality is not None]
+        return max(means, default=0.0)
 
     def calibration(
         self, snapshot: SpaceSnapshot, query: np.ndarray, key: str | None = None

@@ -12,8 +12,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def similarity_matrix(order: Sequence[int], vectors: Mapping[int, Mapping[str, np.ndarray]]) -> np.ndarray:
-    """Pairwise similarity of the items in ``order`` (rows and columns in that order)."""
+def similarity_matrix(
+    order: Sequence[int],
+    vectors: Mapping[int, Mapping[str, np.ndarray]],
+    typical: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """Pairwise similarity of the items in ``order`` (rows and columns in that order), in [-1, 1].
+
+    ``typical``: per space, the mean similarity of two random items there. Where it is above 0, a cosine is read
+    against it: ``1 - (1 - cosine) / (1 - typical)``, so a pair counts as alike when its distance is a small part
+    of a random pair's. A space whose random pairs sit at 0.99 (a degenerate or random-weight model) then calls
+    no two different items near-duplicates, while in a space whose random pairs are orthogonal nothing changes."""
     count = len(order)
     combined = np.full((count, count), np.inf)
     shared_any = np.zeros((count, count), dtype=bool)
@@ -24,8 +33,12 @@ def similarity_matrix(order: Sequence[int], vectors: Mapping[int, Mapping[str, n
             continue
         rows = np.flatnonzero(present)
         matrix = np.stack([vectors[order[i]][name] for i in rows])
+        cosines = matrix @ matrix.T
+        base = (typical or {}).get(name, 0.0)
+        if base > 0:
+            cosines = np.clip(1.0 - (1.0 - cosines) / max(1.0 - base, 1e-6), -1.0, 1.0)
         both = np.ix_(rows, rows)
-        combined[both] = np.minimum(combined[both], matrix @ matrix.T)
+        combined[both] = np.minimum(combined[both], cosines)
         shared_any[both] = True
     combined[~shared_any] = 0.0
     return combined

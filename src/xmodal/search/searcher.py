@@ -242,7 +242,7 @@ class Searcher:
         folded: dict[int, list[int]] = {}
         if query.collapse_duplicates or query.diversity > 0:
             kinds = self.catalog.item_kinds(order)
-            similarity = similarity_matrix(order, self._representatives(run, kinds))
+            similarity = similarity_matrix(order, self._representatives(run, kinds), self._typical_similarities())
             if query.collapse_duplicates:
                 hashes = {item_id: kind.content_hash for item_id, kind in kinds.items()}
                 kept, folded = collapse_duplicates(
@@ -515,6 +515,15 @@ class Searcher:
                         self._term_scores[(version, lexical_field, term)] = score
             known.update(found)
         return ideal_of([known[term] for term in terms])
+
+    def _typical_similarities(self) -> dict[str, float]:
+        """Per space holding vectors, how alike two of its random items are (see :func:`similarity_matrix`)."""
+        typical: dict[str, float] = {}
+        for space in self.spaces:
+            index = space.stored_index()
+            if index is not None and index.ntotal:
+                typical[space.name] = self._null_samples.typical_similarity(index, key=space.key)
+        return typical
 
     def _representatives(self, run: _Run, items: dict[int, ItemKind]) -> dict[int, dict[str, np.ndarray]]:
         """Per item, its mean vector in the spaces native to its modality (for duplicates and MMR): those that
