@@ -185,6 +185,8 @@ def _print_report(console: Console, report: IndexReport, decode_workers: int) ->
         ("moved or copied (vectors reused)", report.reused),
         ("images read for text (OCR)", report.ocr_read),
         ("... with words found", report.ocr_with_text),
+        ("audio files transcribed", report.transcribed),
+        ("... not kept (no speech in the model's language)", report.transcripts_dropped),
         ("pruned (file gone)", report.pruned),
         ("deferred (--max-items)", report.deferred),
         ("vectors added", report.vectors_added),

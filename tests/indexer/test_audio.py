@@ -126,7 +126,8 @@ def test_a_whisper_hallucination_on_a_non_english_clip_is_not_stored(engine: Eng
     for name in ("symbols/chess/w_4_knight_desc_ro.ogg", "symbols/chess/w_4_knight_desc_ru.ogg"):
         os.symlink(TUXPAINT / name, root / Path(name).name)
     os.symlink(TUXPAINT / "animals/mammals/cats/tiger_desc.ogg", root / "tiger_desc.ogg")  # English: kept
-    engine.index([root])
+    report = engine.index([root])
+    assert (report.transcribed, report.transcripts_dropped) == (3, 2)  # the run says what it heard and dropped
     results = engine.search("see you in the next video", k=10, space="lexical")
     assert [r.path for r in results] == []
     by_name = {Path(r.path).name: r for r in engine.search("tiger", k=10, space="lexical")}

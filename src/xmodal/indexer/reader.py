@@ -105,6 +105,7 @@ class DecodedFile:
     reason: str | None = None
     reuse_from: int | None = None  # an indexed item with the same bytes: copy its vectors, encode nothing
     ocr_ran: bool = False  # OCR read this image in this run
+    transcribed: bool = False  # the speech model listened to this clip in this run
 
 
 def precheck(source: SourceFile, limits: ReadLimits) -> DecodedFile | None:
@@ -354,7 +355,14 @@ def _decode_audio(
     )
     prepared = {space: prepare(decoded.samples, decoded.sample_rate) for space, prepare in preparers.audio.items()}
     text = transcript.text if transcript else caption
-    return DecodedFile(source, Outcome.DECODED, record=record, text=text, prepared_audio=prepared)
+    return DecodedFile(
+        source,
+        Outcome.DECODED,
+        record=record,
+        text=text,
+        prepared_audio=prepared,
+        transcribed=preparers.transcriber is not None,
+    )
 
 
 def _decode_text(source: SourceFile, data: bytes, digest: str, limits: ReadLimits) -> DecodedFile:

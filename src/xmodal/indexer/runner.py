@@ -84,6 +84,8 @@ class IndexReport:
     reused: int = 0  # moved or copied files whose vectors were copied, not encoded
     ocr_read: int = 0  # images OCR read in this run
     ocr_with_text: int = 0  # ... and found words in
+    transcribed: int = 0  # audio files the speech model listened to in this run
+    transcripts_dropped: int = 0  # ... whose text was not kept: silence, sounds, or not speech in its language
     deferred: int = 0  # left for the next run by max_items
     shadows: dict[str, ShadowRun] = field(default_factory=dict)  # spaces switching model: the new version's build
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -608,3 +610,6 @@ class Indexer:
         if decoded.ocr_ran:
             report.ocr_read += 1
             report.ocr_with_text += bool(decoded.record is not None and decoded.record.ocr_text)
+        if decoded.transcribed:
+            report.transcribed += 1
+            report.transcripts_dropped += not (decoded.record is not None and decoded.record.transcript)
