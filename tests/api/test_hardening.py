@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +289,54 @@ def test_image_url_connects_to_the_address_it_checked(
         response = client.post("/knn-service", json={"image_url": url, "indice_name": "clip", "num_images": 2})
     assert response.status_code == 200, response.text
     assert len(response.json()) == 2 and lookups == ["images.example", "images.example"]  # once per request
+
+
+def test_image_url_fetches_are_bounded_in_bytes_and_time(client: TestClient, engine: Engine) -> None:
+    """An allowed host that sends an endless body is cut off at the upload limit (413, not read to the end), and
+    one that stalls is given up after XMODAL_IMAGE_URL_TIMEOUT_S (422): neither ties the server up."""
+    release = threading.Event()
+    sent: dict[str, int] = {"big": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None: ...
+
+        def do_GET(self) -> None:  # the http.server API's name
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            if self.path == "/big.png":  # 64 MiB unless the client stops reading
+                try:
+                    for _ in range(1024):
+                        self.wfile.write(b"\0" * 65536)
+                        sent["big"] += 65536
+                except OSError:
+                    return
+            else:
+                self.wfile.write(b"\x89PNG")
+                self.wfile.flush()
+                release.wait(timeout=60)  # stalls until the test is over
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    engine.settings.image_url_allow = ["127.0.0.1"]
+    engine.settings.image_url_allow_private = True
+    engine.settings.max_upload_bytes = 1_000_000
+    engine.settings.image_url_timeout_s = 1.0
+    port = server.server_address[1]
+    try:
+        big = client.post("/knn-service", json={"image_url": f"http://127.0.0.1:{port}/big.png", "indice_name": "clip"})
+        assert big.status_code == 413 and "over 1000000 bytes" in big.json()["detail"]
+        started = time.perf_counter()
+        slow = client.post(
+            "/knn-service", json={"image_url": f"http://127.0.0.1:{port}/slow.png", "indice_name": "clip"}
+        )
+        assert slow.status_code == 422 and "XMODAL_IMAGE_URL_TIMEOUT_S" in slow.json()["detail"]
+        assert time.perf_counter() - started < 30  # given up at the limit, not when the sender stops
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert sent["big"] < 64 * 1024 * 1024  # the endless body was not read to its end
 
 
 def test_knn_service_keeps_sidecar_keys_apart(client: TestClient) -> None:
