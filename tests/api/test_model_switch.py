@@ -193,3 +193,54 @@ def test_a_query_encoded_before_a_switch_is_searched_on_the_version_it_was_encod
         assert [(r.item_id, r.score) for r in server_engine.finish(prepared).results] == old
         new = [(r.item_id, r.score) for r in server_engine.query(query).results]
         assert new != old  # a query made now is the new model's
+
+
+def test_the_admin_call_starts_promotes_and_cancels_a_switch(
+    settings: Settings,
+    tmp_path: Path,
+    encoder_pool: Callable[[str, Settings], Encoder],
+    other_tiny_clip_dir: Path,
+) -> None:
+    """`POST /admin/spaces/{space}/switch` as an operator uses it: `to` starts the new version (the next index run
+    builds it while searches keep the old model), `promote` makes it current before it covers everything, the
+    same `to` again changes nothing and another one conflicts, and `cancel` abandons one."""
+    settings = settings.model_copy(update={"api_key": SecretStr(KEY)})
+    library = write_corpus(tmp_path / "library", images=6, texts=2, seed=7)
+    new_model = f"open_clip:local-dir:{other_tiny_clip_dir}"
+    server_engine = Engine.open(settings=settings, build_encoder=encoder_pool)
+    indexer_engine = Engine.open(settings=settings, build_encoder=encoder_pool)
+    with server_engine, indexer_engine, live_server(create_app(engine=server_engine)) as base:
+        server_engine.index([library])
+        with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": KEY}) as http:
+            old_answer = _answer(_knn(http))
+            assert http.post("/admin/spaces/clip/switch", json={}).status_code == 422  # nothing asked
+            assert http.post("/admin/spaces/nope/switch", json={"to": new_model}).status_code == 404
+
+            started = http.post("/admin/spaces/clip/switch", json={"to": new_model})
+            assert started.status_code == 200, started.text
+            body = started.json()
+            assert [v["role"] for v in body["versions"]] == ["current", "shadow"]
+            assert (body["covered"], body["total"]) == (0, 8)
+            again = http.post("/admin/spaces/clip/switch", json={"to": new_model})
+            assert again.status_code == 200 and again.json()["versions"] == body["versions"]  # the same: no change
+            other = http.post("/admin/spaces/clip/switch", json={"to": server_engine.spaces["clip"].encoder.spec})
+            assert other.status_code == 409 and "--cancel" in other.json()["detail"]  # one switch at a time
+
+            assert indexer_engine.index([library], max_items=3).shadows["clip"].embedded == 3  # the nightly run
+            assert _answer(_knn(http)) == old_answer  # searches keep the current model meanwhile
+            promoted = http.post("/admin/spaces/clip/switch", json={"promote": True})
+            assert promoted.status_code == 200, promoted.text
+            assert [(v["number"], v["role"]) for v in promoted.json()["versions"]] == [(2, "current"), (1, "previous")]
+            server_engine.reload()
+            assert _answer(_knn(http)) != old_answer  # the new model answers, over what it covers
+
+            back = http.post("/admin/spaces/clip/rollback")
+            assert back.status_code == 200, back.text
+            assert _answer(_knn(http)) == old_answer
+            restarted = http.post("/admin/spaces/clip/switch", json={"forget_old": True})
+            assert restarted.status_code == 200, restarted.text
+            assert http.post("/admin/spaces/clip/switch", json={"to": new_model}).status_code == 200
+            cancelled = http.post("/admin/spaces/clip/switch", json={"cancel": True})
+            assert cancelled.status_code == 200, cancelled.text
+            assert [v["role"] for v in cancelled.json()["versions"]] == ["current"]
+            assert _answer(_knn(http)) == old_answer
