@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import faiss
+import httpx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -166,6 +167,13 @@ def test_clip_client_queries_the_imported_index(
                 assert result["url"] == row["url"]
             else:
                 assert result["url"] == f"{base}/items/{result['id']}/content"
+        # our own content and thumbnail routes send a URL-only item's client to where it is
+        url_only = [r for r in engine.search(QUERY, k=10, space="clip") if r.path.startswith("http")]
+        assert url_only
+        with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as http:
+            for route in ("content", "thumbnail"):
+                moved = http.get(f"/items/{url_only[0].item_id}/{route}")
+                assert moved.status_code == 307 and moved.headers["location"] == url_only[0].path, route
 
 
 def test_only_an_image_index_is_enough(
