@@ -47,6 +47,43 @@ def test_external_files_are_not_read_and_broken_svgs_fail_with_a_reason(tmp_path
         decode_image(b"<svg xmlns='http://www.w3.org/2000/svg'><rect", ImageLimits(max_pixels=10_000_000))
 
 
+ILLUSTRATOR = b"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- Generator: Adobe Illustrator 12.0.1, SVG Export Plug-In -->
+<!DOCTYPE svg PUBLIC '-//W3C//DTD SVG 1.1//EN' 'http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd' [
+	<!ENTITY ns_svg "http://www.w3.org/2000/svg">
+	<!ENTITY ns_xlink "http://www.w3.org/1999/xlink">
+]>
+<svg xmlns="&ns_svg;" xmlns:xlink="&ns_xlink;" width="200" height="100" viewBox="0 0 200 100">
+  <rect x="0" y="0" width="100" height="100" fill="#ff0000"/>
+</svg>
+"""
+
+LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE svg [
+  <!ENTITY a "lol">
+  <!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
+  <!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">
+]>
+<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><text>&c;</text></svg>
+"""
+
+
+def test_an_illustrator_svg_with_declared_namespaces_is_drawn_and_nested_entities_are_refused() -> None:
+    """Adobe Illustrator declares its namespaces as entities in the doctype (two of Tux Paint's stamps, the bee
+    and the loaf of bread, failed as 'not a known media format'): literal ones are written out and the drawing
+    is made; entities that expand into entities (a 'billion laughs') are never expanded."""
+    assert sniff(ILLUSTRATOR) == "image/svg+xml"
+    decoded = decode_image(ILLUSTRATOR, ImageLimits(max_pixels=10_000_000, svg_side=64))
+    assert decoded.image.size == (64, 32) and tuple(np.asarray(decoded.image)[16, 8]) == (255, 0, 0)
+    assert sniff(LAUGHS) == "image/svg+xml"
+    with pytest.raises(DecodeError, match="SVG could not be rendered"):
+        decode_image(LAUGHS, ImageLimits(max_pixels=10_000_000, svg_side=16))
+    for name in ("animals/insects/bee.svg", "food/loaf_of_bread.svg"):  # the real ones, where installed
+        if (STAMPS / name).is_file():
+            real = decode_image((STAMPS / name).read_bytes(), ImageLimits(max_pixels=10_000_000, svg_side=64))
+            assert max(real.image.size) == 64
+
+
 def test_svg_files_are_indexed_and_found_by_their_caption(engine: Engine, tmp_path: Path) -> None:
     root = tmp_path / "stamps"
     root.mkdir()

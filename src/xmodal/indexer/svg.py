@@ -23,7 +23,11 @@ from PIL import Image
 from xmodal.errors import DecodeError
 
 MEDIA_TYPE = "image/svg+xml"
-_SVG_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg[\s>]", re.DOTALL)
+# A doctype may carry an internal subset in brackets (Adobe Illustrator writes entity declarations there, whose
+# own '>' must not end the doctype: Tux Paint's bee.svg and loaf_of_bread.svg).
+_SVG_START = re.compile(
+    rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!DOCTYPE(?:[^>\[]|\[.*?\])*>\s*)*<svg[\s>]", re.DOTALL
+)
 
 
 def svg_supported() -> bool:
@@ -36,6 +40,31 @@ def looks_like_svg(data: bytes) -> bool:
     return _SVG_START.match(data[:4096].lstrip(b"\xef\xbb\xbf")) is not None
 
 
+_INTERNAL_SUBSET = re.compile(rb"(<!DOCTYPE[^>\[]*)\[(.*?)\](\s*>)", re.DOTALL)
+_LITERAL_ENTITY = re.compile(rb"""<!ENTITY\s+([A-Za-z_][\w.-]*)\s+(?:"([^"&<%]*)"|'([^'&<%]*)')\s*>""")
+_DECLARATION_OR_COMMENT = re.compile(rb"<!ENTITY\b[^>]*>|<!--.*?-->|\s+", re.DOTALL)
+
+
+def inline_literal_entities(data: bytes, *, max_growth: int = 4) -> bytes:
+    """The SVG with the entities of its doctype's internal subset written out, when each is a plain literal (no
+    ``&``, ``<`` or parameter entity in its value, so nothing expands into more entities) and the document grows
+    at most ``max_growth`` times: Adobe Illustrator declares its namespaces so (``<!ENTITY ns_svg "http://...">``),
+    and the renderer refuses every entity, as it must for untrusted files. Anything else is returned unchanged
+    (and refused by the renderer)."""
+    found = _INTERNAL_SUBSET.search(data[:65536])
+    if found is None:
+        return data
+    entities: dict[bytes, bytes] = {}
+    for match in _LITERAL_ENTITY.finditer(found.group(2)):
+        entities[match.group(1)] = match.group(2) if match.group(2) is not None else match.group(3)
+    if _LITERAL_ENTITY.sub(b"", _DECLARATION_OR_COMMENT.sub(b"", found.group(2))).strip() or not entities:
+        return data  # something other than literal entity declarations: not ours to interpret
+    body = data[: found.start()] + found.group(1).rstrip() + found.group(3) + data[found.end() :]
+    pattern = re.compile(rb"&(" + b"|".join(re.escape(name) for name in entities) + rb");")
+    expanded = pattern.sub(lambda match: entities[match.group(1)], body)
+    return expanded if len(expanded) <= max_growth * len(data) else data
+
+
 def render_svg(data: bytes, *, max_side: int, timeout_s: float = 10.0) -> Image.Image:
     """The SVG drawn on white as RGB, its longest side ``max_side`` pixels, by a child process given at most
     ``timeout_s`` seconds; ``DecodeError`` (with the reason) if it cannot be drawn in that time."""
@@ -43,6 +72,7 @@ def render_svg(data: bytes, *, max_side: int, timeout_s: float = 10.0) -> Image.
 
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
+    data = inline_literal_entities(data)
     child = context.Process(target=_render_into, args=(sender, data, max_side), name="xmodal-svg", daemon=True)
     child.start()
     sender.close()
