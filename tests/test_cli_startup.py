@@ -225,3 +225,24 @@ def test_the_server_is_asked_exactly_what_was_typed_or_not_at_all(tmp_path: Path
     assert server_request(replace(typed, where=["a=1", "a=2"])) is None
     assert server_request(replace(typed, min_score=float("nan"))) is None
     assert server_request(replace(typed, images=[tmp_path / "missing.png"])) is None
+
+
+def test_an_unchanged_index_run_without_clip_weights_imports_no_model_library(
+    text_home: TextHome, tmp_path: Path
+) -> None:
+    """With the default hub model for `clip` and nothing downloaded (an offline machine), a nightly run over an
+    unchanged folder asks whether the weights have become reachable: that must not import open_clip (10 s of the
+    12 s such a run took over Tux Paint's stamps)."""
+    env = {
+        **text_home.env,
+        "XMODAL_HOME": str(tmp_path / "home"),
+        "XMODAL_CLIP_ENCODER": "open_clip:ViT-B-32/laion2b_s34b_b79k",
+    }
+    corpus = write_corpus(tmp_path / "corpus", images=0, texts=3)
+    first = _xmodal(env, "index", str(corpus), "--quiet")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _xmodal(env, "index", str(corpus), "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["unchanged"] == 3
+    imported = _imported(again.stderr)
+    assert not imported & MODEL_LIBRARIES, imported & MODEL_LIBRARIES

@@ -165,9 +165,24 @@ class OpenClipEncoder(Encoder):
         return self._fingerprint_model(f"open_clip:{type(model).__name__}:{self._dim}", model)
 
     def weights_reachable(self) -> bool:
-        if self.loaded or self.source.is_cached(self.cache_dir):
+        if self.loaded:
+            return True
+        if self._names_hub_weights() and not any(self.cache_dir.glob("models--*")):
+            # nothing was ever downloaded here: no need to import open_clip (seconds) to find where they would be
+            return hub_offline_reason(self.options.hub_timeout_s) is None
+        if self.source.is_cached(self.cache_dir):
             return True
         return hub_offline_reason(self.options.hub_timeout_s) is None
+
+    def _names_hub_weights(self) -> bool:
+        """True for an ``ARCH/TAG`` spec not parsed yet (its weights come from the hub, into ``cache_dir``)."""
+        target = self._target
+        return (
+            isinstance(target, str)
+            and not target.startswith(("local-dir:", "hf-hub:"))
+            and "@" not in target
+            and not _looks_like_path(target)
+        )
 
     @property
     def _named_checkpoint(self) -> bool:
