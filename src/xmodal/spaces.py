@@ -25,7 +25,7 @@ from xmodal.encoders import Encoder, build_encoder
 from xmodal.encoders.base import l2_normalise
 from xmodal.modality import Modality
 from xmodal.store.agreement import MIN_PAIRS, measure_agreement
-from xmodal.store.ann import IndexPolicy
+from xmodal.store.ann import SEARCH_OVERFETCH, IndexPolicy
 from xmodal.store.catalog import Catalog
 from xmodal.store.legacy import has_legacy, read_legacy, remove_legacy
 from xmodal.store.manifest import Manifest, manifest_stamp, read_manifest
@@ -55,6 +55,7 @@ def index_policy(settings: Settings) -> IndexPolicy:
         hnsw_m=settings.index_hnsw_m,
         target_recall=settings.index_target_recall,
         tune_queries=settings.index_tune_queries,
+        tune_k=settings.fusion_candidates * SEARCH_OVERFETCH,  # what a space is first asked for, per query part
         compact_ratio=settings.index_compact_ratio,
     )
 

@@ -13,9 +13,10 @@ import numpy as np
 
 from xmodal.search.query import SpaceHit
 from xmodal.spaces import VectorSpace
+from xmodal.store.ann import SEARCH_OVERFETCH
 from xmodal.store.filters import ItemFilter
 
-_OVERFETCH = 4  # first ask for k * this many vectors: chunks and filtered-out items take slots
+_OVERFETCH = SEARCH_OVERFETCH  # first ask for k * this many vectors: chunks and filtered-out items take slots
 
 
 @dataclass(frozen=True, slots=True)

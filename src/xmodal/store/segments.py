@@ -156,7 +156,14 @@ def build_index(vectors: np.ndarray, *, plan: IndexPlan, policy: IndexPolicy) ->
         count = min(policy.tune_queries, len(vectors) // 10)
         held_out[np.random.default_rng(1).choice(len(vectors), size=count, replace=False)] = True
     _add(index, vectors[~held_out], rows[~held_out])
-    tuning = tune(index, vectors[~held_out], rows[~held_out], vectors[held_out], target_recall=policy.target_recall)
+    tuning = tune(
+        index,
+        vectors[~held_out],
+        rows[~held_out],
+        vectors[held_out],
+        target_recall=policy.target_recall,
+        k=policy.tune_k,
+    )
     if held_out.any():
         _add(index, vectors[held_out], rows[held_out])
     tuning.tuned_at = len(vectors)
