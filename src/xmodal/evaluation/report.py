@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from xmodal.evaluation.captioning import CAPTION_METRICS
 from xmodal.evaluation.runner import EvalReport
 
 COLUMNS = ("R@1", "R@5", "R@10", "mAP@10", "nDCG@10")
@@ -24,10 +25,13 @@ def markdown(report: EvalReport) -> str:
     ]
     for direction, sources in report.results.items():
         queries = int(next(iter(sources.values()))["queries"]) if sources else 0  # type: ignore[arg-type]
-        lines += ["", f"### {direction} ({queries} queries)", "", "| source | " + " | ".join(COLUMNS) + " |"]
-        lines.append("| --- |" + " ---: |" * len(COLUMNS))
+        captioned = any(metric in summary for summary in sources.values() for metric in CAPTION_METRICS)
+        columns = COLUMNS + (CAPTION_METRICS if captioned else ())  # image -> text lookups also score as captions
+        lines += ["", f"### {direction} ({queries} queries)", "", "| source | " + " | ".join(columns) + " |"]
+        lines.append("| --- |" + " ---: |" * len(columns))
         for source, summary in sources.items():
-            lines.append(f"| {source} | " + " | ".join(f"{float(summary[c]):.3f}" for c in COLUMNS) + " |")  # type: ignore[arg-type]
+            cells = [f"{float(summary[c]):.3f}" if c in summary else "-" for c in columns]  # type: ignore[arg-type]
+            lines.append(f"| {source} | " + " | ".join(cells) + " |")
     if report.unavailable:
         lines += ["", "Not measured: " + "; ".join(f"{s} ({why})" for s, why in sorted(report.unavailable.items()))]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import numpy as np
 
 from xmodal.engine import Engine
 from xmodal.errors import XmodalError
+from xmodal.evaluation.captioning import CAPTION_METRICS, CaptionScorer, captioning_unavailable
 from xmodal.evaluation.manifest import Manifest, ManifestQuery
 from xmodal.evaluation.metrics import summarise
 from xmodal.indexer.decode import modality_of, sniff
@@ -125,6 +126,7 @@ def evaluate(
     modalities = {key: Modality(states[path].modality) for path, key in staged.items() if path in states}
     exact = {space.name: _Exact(space, item_ids, modalities) for space in engine.spaces if space.size}
     runs: dict[str, dict[str, list[tuple[Ranked, frozenset[str]]]]] = defaultdict(lambda: defaultdict(list))
+    captioning: dict[str, list[tuple[ManifestQuery, dict[str, Ranked]]]] = defaultdict(list)  # image -> text
     if progress is not None:
         progress.start(len(manifest.queries))
     for query in manifest.queries:
@@ -137,6 +139,8 @@ def evaluate(
             report.unavailable.setdefault(f"{direction}: {source}", why)
         for source, ranked in answers.items():
             runs[direction][source].append((ranked, query.relevant))
+        if modality is not Modality.TEXT and target is Modality.TEXT:
+            captioning[direction].append((query, answers))
         if progress is not None:
             progress.advance(1)
     if progress is not None:
@@ -145,7 +149,31 @@ def evaluate(
         direction: {source: summarise(pairs) for source, pairs in sorted(by_source.items())}
         for direction, by_source in sorted(runs.items())
     }
+    if captioning:
+        _score_captioning(manifest, captioning, report)
     return report
+
+
+def _text_of(manifest: Manifest, key: str) -> str:
+    item = manifest.items.get(key)
+    return (item.text or item.caption or "") if item is not None else ""
+
+
+def _score_captioning(
+    manifest: Manifest, captioning: dict[str, list[tuple[ManifestQuery, dict[str, Ranked]]]], report: EvalReport
+) -> None:
+    """Add BLEU-4, METEOR and CIDEr to each source of the image -> text directions (see :mod:`.captioning`)."""
+    reason = captioning_unavailable()
+    if reason is not None:
+        for direction in captioning:
+            report.unavailable.setdefault(f"{direction}: {', '.join(CAPTION_METRICS)}", reason)
+        return
+    with CaptionScorer() as scorer:
+        for direction, asked in captioning.items():
+            references = {q.id: [_text_of(manifest, key) for key in sorted(q.relevant)] for q, _ in asked}
+            for source in report.results.get(direction, {}):
+                firsts = {q.id: _text_of(manifest, a[source][0]) for q, a in asked if a.get(source)}
+                report.results[direction][source].update(scorer.score(firsts, references))
 
 
 def _ask(
