@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,18 +94,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 os.environ[name] = value
 
 
-def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+def _wait_until_listening(port: int, process: subprocess.Popen[bytes], name: str = "moto's server") -> None:
     """Connect until the server accepts (a readiness check on the socket, not a sleep)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError("moto's server exited at start")
+            raise RuntimeError(f"{name} exited at start")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("moto's server did not start listening")
+    raise RuntimeError(f"{name} did not start listening")
 
 
 GCS_BUCKET = "xmodal-test"
@@ -152,11 +153,101 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     try:
-        _wait_until_listening(port, process)
+        _wait_until_listening(port, process, "gcp-storage-emulator")
         yield GcsServer(endpoint, log)
     finally:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+AZURE_CONTAINER = "xmodal-test"
+# Azurite's well-known development account (published in its documentation; it opens nothing but the emulator)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass
+class AzuriteServer:
+    """Azure Blob Storage's emulator (Azurite) and its debug log, which names every request it answered."""
+
+    endpoint: str
+    log: Path
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path and query under the account) of every request logged so far."""
+        text = self.log.read_text(errors="replace")
+        return re.findall(rf"RequestMethod=(\w+) RequestURL=https?://[^/]+/{AZURITE_ACCOUNT}/(\S+)", text)
+
+    def settled(self) -> int:
+        """The number of requests logged once a marker request of this call shows in the log (the log is written
+        asynchronously): counts taken after it include every request made before it."""
+        import fsspec
+
+        marker = f"{AZURE_CONTAINER}/.marker-{uuid.uuid4().hex}"
+        fsspec.filesystem("az", use_listings_cache=False).exists(marker)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = self.requests()
+            if any(marker in target for _, target in found):
+                return len(found)
+            time.sleep(0.02)  # polling the log file for the marker, not timing the test
+        raise RuntimeError("Azurite did not log the marker request")
+
+    def object_reads(self, under: str, since: int = 0) -> int:
+        """GETs and HEADs of blobs below the folder ``under`` (not listings, nor adlfs's probe of the folder's own
+        name) after the first ``since`` requests."""
+        return sum(
+            1
+            for method, target in self.requests()[since:]
+            if method in {"GET", "HEAD"} and target.startswith(f"{under}/") and "comp=list" not in target
+        )
+
+    def listings(self, since: int = 0) -> int:
+        return sum(1 for _, target in self.requests()[since:] if "comp=list" in target)
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """Azurite's blob service on 127.0.0.1 (a free port, in memory), reached by adlfs through
+    ``AZURE_STORAGE_CONNECTION_STRING`` as a user's client reaches a storage account; stopped by its pid."""
+    pytest.importorskip("adlfs", reason="az:// needs adlfs: pip install 'xmodal[azure]'")
+    command = os.environ.get("XMODAL_TEST_AZURITE") or shutil.which("azurite-blob")
+    if not command:
+        pytest.skip("needs Azurite: npm install azurite, then XMODAL_TEST_AZURITE=.../azurite-blob (.ci/run does)")
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("azurite")
+    log = folder / "debug.log"
+    with (folder / "out.log").open("wb") as out:
+        process = subprocess.Popen(
+            [command, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence", "--silent",
+             "--skipApiVersionCheck", "--loose", "--debug", str(log)],
+            stdout=out, stderr=out, cwd=folder,
+        )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    environment = {
+        "AZURE_STORAGE_CONNECTION_STRING": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+    }
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        _wait_until_listening(port, process, "Azurite")
+        import fsspec
+
+        fsspec.filesystem("az", use_listings_cache=False).mkdir(AZURE_CONTAINER)
+        yield AzuriteServer(endpoint, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # node does not always stop on SIGTERM
+            process.kill()
+            process.wait(timeout=10)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -4,7 +4,7 @@ be imported, whether or not this environment has it (the dev extra installs gcsf
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -41,9 +41,12 @@ def test_index_of_a_store_without_its_package_names_the_package(url: str, packag
     assert "Traceback" not in done.stderr
 
 
-def test_shards_in_a_store_without_its_package_are_a_setup_error_not_a_listing_error(tmp_path: Path) -> None:
-    if importlib.util.find_spec("adlfs") is not None:
-        pytest.skip("adlfs is installed: az:// would be opened for real")
+def test_shards_in_a_store_without_its_package_are_a_setup_error_not_a_listing_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = importlib.import_module("fsspec.registry")  # the module (`fsspec.registry` is its mapping)
+    monkeypatch.setitem(sys.modules, "adlfs", None)  # as if it were not installed (the dev extra installs it)
+    monkeypatch.delitem(registry._registry, "az", raising=False)  # the class fsspec may have imported earlier
     pytest.importorskip("webdataset", reason="the cloud extra is not installed: pip install 'xmodal[cloud]'")
     listing = Listing(scratch_parent=tmp_path)
     walk = walk_roots(

@@ -53,7 +53,7 @@ def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
         package = STORE_PACKAGES.get(protocol)
         remedies = {
             "gcsfs": "install gcsfs with the gcs extra (pip install 'xmodal[gcs]', or pip install gcsfs)",
-            "adlfs": "install adlfs (pip install adlfs), which no extra of xmodal installs",
+            "adlfs": "install adlfs with the azure extra (pip install 'xmodal[azure]', or pip install adlfs)",
         }
         remedy = remedies.get(package or "", "install the cloud extra (pip install 'xmodal[cloud]')")
         raise ConfigError(f"Cannot open {protocol}:// URLs ({exc}): {remedy}.") from exc
