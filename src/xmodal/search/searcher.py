@@ -242,7 +242,9 @@ class Searcher:
         folded: dict[int, list[int]] = {}
         if query.collapse_duplicates or query.diversity > 0:
             kinds = self.catalog.item_kinds(order)
-            similarity = similarity_matrix(order, self._representatives(run, kinds), self._typical_similarities())
+            representatives = self._representatives(run, kinds)
+            compared = {name for vectors in representatives.values() for name in vectors}
+            similarity = similarity_matrix(order, representatives, self._typical_similarities(compared))
             if query.collapse_duplicates:
                 hashes = {item_id: kind.content_hash for item_id, kind in kinds.items()}
                 kept, folded = collapse_duplicates(
@@ -516,10 +518,11 @@ class Searcher:
             known.update(found)
         return ideal_of([known[term] for term in terms])
 
-    def _typical_similarities(self) -> dict[str, float]:
-        """Per space holding vectors, how alike two of its random items are (see :func:`similarity_matrix`)."""
+    def _typical_similarities(self, names: set[str]) -> dict[str, float]:
+        """Per space of ``names`` (those the candidates are compared in: already open), how alike two of its random
+        items are (see :func:`similarity_matrix`)."""
         typical: dict[str, float] = {}
-        for space in self.spaces:
+        for space in (s for s in self.spaces if s.name in names):
             index = space.stored_index()
             if index is not None and index.ntotal:
                 typical[space.name] = self._null_samples.typical_similarity(index, key=space.key)
