@@ -167,10 +167,9 @@ class OpenClipEncoder(Encoder):
     def weights_reachable(self) -> bool:
         if self.loaded:
             return True
-        if self._names_hub_weights() and not any(self.cache_dir.glob("models--*")):
-            # nothing was ever downloaded here: no need to import open_clip (seconds) to find where they would be
-            return hub_offline_reason(self.options.hub_timeout_s) is None
-        if self.source.is_cached(self.cache_dir):
+        # when nothing was ever downloaded here, open_clip (seconds to import) need not say where the weights would be
+        never_downloaded = self._names_hub_weights() and not any(self.cache_dir.glob("models--*"))
+        if not never_downloaded and self.source.is_cached(self.cache_dir):
             return True
         return hub_offline_reason(self.options.hub_timeout_s) is None
 
