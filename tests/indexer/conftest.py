@@ -10,13 +10,13 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,19 +79,32 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
+    with _environment(environment), _stopped_at_the_end(process):
         _wait_until_listening(port, process)
         yield S3Server(endpoint, log)
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """The variables set for the block (a store's client reads them), as they were after it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield
+
+
+@contextmanager
+def _stopped_at_the_end(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Stop the server process by its pid after the block: SIGTERM, then SIGKILL if it does not go (node may not)."""
+    try:
+        yield
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def _wait_until_listening(port: int, process: subprocess.Popen[bytes], name: str = "moto's server") -> None:
@@ -150,19 +163,9 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     endpoint = f"http://127.0.0.1:{port}"
     # gcsfs's newer file system asks a gRPC service for the bucket's type, which no emulator answers
     environment = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
+    with _environment(environment), _stopped_at_the_end(process):
         _wait_until_listening(port, process, "gcp-storage-emulator")
         yield GcsServer(endpoint, log)
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 AZURE_CONTAINER = "xmodal-test"
@@ -233,23 +236,9 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
         "AZURE_STORAGE_CONNECTION_STRING": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
         f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
     }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
+    with _environment(environment), _stopped_at_the_end(process):
         _wait_until_listening(port, process, "Azurite")
         import fsspec
 
         fsspec.filesystem("az", use_listings_cache=False).mkdir(AZURE_CONTAINER)
         yield AzuriteServer(endpoint, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # node does not always stop on SIGTERM
-            process.kill()
-            process.wait(timeout=10)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
