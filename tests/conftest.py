@@ -165,6 +165,8 @@ def make_settings(home: Path, clip_dir: Path, clap_dir: Path | None = None, **ov
         "collapse_duplicates": False,
         # Tests compare with brute force over the vectors as encoded; float16 storage (the default) is tested apart.
         "vector_dtype": "float32",
+        # ... and queries encoded as the texts are (bfloat16 query encodes are tested apart)
+        "query_precision": "float32",
         # OCR loads its own models per engine: off except in the tests that read words (tests/indexer/test_ocr.py)
         "ocr": False,
     }

@@ -45,6 +45,16 @@ class JpegDecode(StrEnum):
     DEVICE = "device"
 
 
+class QueryPrecision(StrEnum):
+    """The precision text queries are encoded at: ``auto`` is bfloat16 on a CPU that computes it natively (AMX or
+    AVX-512 BF16; about 1.4-1.9x the float32 throughput, cosine to the float32 vector above 0.9999) and float32
+    elsewhere; ``float32`` and ``bfloat16`` force one. Indexing always encodes at float32."""
+
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+
+
 VectorDtype = Literal["float16", "float32"]
 
 
@@ -98,6 +108,10 @@ class Settings(BaseSettings):
     device: DevicePreference = Field(default=DevicePreference.AUTO, description="auto, cpu or cuda.")
     jpeg_decode: JpegDecode = Field(
         default=JpegDecode.AUTO, description="auto (on the GPU under CUDA), device or cpu: where JPEGs are decoded."
+    )
+    query_precision: QueryPrecision = Field(
+        default=QueryPrecision.AUTO,
+        description="auto (bfloat16 where the CPU computes it natively), float32 or bfloat16: text query encodes.",
     )
     hub_timeout_s: float = Field(default=5.0, gt=0, description="How long to wait for the model hub before a download.")
     load_retry_s: float = Field(
@@ -274,6 +288,11 @@ class Settings(BaseSettings):
     query_batch_max: PositiveInt = Field(default=32, description="Largest batch of query encodes.")
     query_cache_size: NonNegativeInt = Field(
         default=4096, description="Text query vectors kept per server process (LRU by space, model, text); 0: off."
+    )
+    vector_hit_cache_size: NonNegativeInt = Field(
+        default=100_000,
+        description="Vector ids whose item (and text span) a process keeps in memory after a search read them from "
+        "the catalog (about 150 bytes each); 0: off.",
     )
     torch_threads: PositiveInt | None = Field(
         default=None,

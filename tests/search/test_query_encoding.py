@@ -30,7 +30,7 @@ def count_clip_encodes(engine: Engine, monkeypatch: pytest.MonkeyPatch, *, hold_
     queries are in it or wait behind it (the first batch may already hold several: threads start close together),
     as they would behind a slow forward on a busy server."""
     encoder = engine.spaces["clip"].encoder
-    original = encoder._encode_texts
+    original = encoder._encode_queries
     batcher = engine._searcher.encode_batchers["clip"]
     sizes: list[int] = []
 
@@ -40,7 +40,7 @@ def count_clip_encodes(engine: Engine, monkeypatch: pytest.MonkeyPatch, *, hold_
             wait_for(lambda: len(texts) - 1 + batcher.queued >= hold_for)
         return original(texts)
 
-    monkeypatch.setattr(encoder, "_encode_texts", counted)
+    monkeypatch.setattr(encoder, "_encode_queries", counted)
     return sizes
 
 

@@ -52,6 +52,7 @@ def _warm_up(engine: Engine) -> None:
     """Open every space's index and load the models of those holding vectors, so no request pays for it."""
     try:
         states = engine.readiness()
+        engine.searcher.warm_up_queries()
     except Exception:  # a request will meet the same error and report it; the server keeps starting
         log.exception("warming up the spaces failed")
         return

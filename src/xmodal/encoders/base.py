@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from xmodal.config import DevicePreference, JpegDecode, Settings
+from xmodal.config import DevicePreference, JpegDecode, QueryPrecision, Settings
 from xmodal.errors import WeightsUnavailableError
 from xmodal.modality import Modality
 
@@ -195,11 +195,17 @@ class EncoderOptions:
     hub_timeout_s: float = 5.0
     retry_after_s: float = 60.0
     jpeg_decode: JpegDecode = JpegDecode.AUTO
+    query_precision: QueryPrecision = QueryPrecision.AUTO
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EncoderOptions:
         return cls(
-            settings.models_dir, settings.device, settings.hub_timeout_s, settings.load_retry_s, settings.jpeg_decode
+            settings.models_dir,
+            settings.device,
+            settings.hub_timeout_s,
+            settings.load_retry_s,
+            settings.jpeg_decode,
+            settings.query_precision,
         )
 
 
@@ -222,6 +228,8 @@ class Encoder(ABC):
         self._legacy_fingerprint: str | None = None
         self._retry_after_s = options.retry_after_s
         self._failure: tuple[float, WeightsUnavailableError] | None = None
+        self._query_lock = threading.Lock()
+        self._query_copy: tuple[Any] | None = None  # (the model copy text queries run on, or None: the model)
 
     # lifecycle -------------------------------------------------------------------------------------------
 
@@ -316,6 +324,32 @@ class Encoder(ABC):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalise(self._encode_texts(list(texts)))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit vector per query text: :meth:`encode_texts` (which indexing uses) at the query precision
+        (``query_precision``), so within a cosine of about 1e-4 of it."""
+        self.load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalise(self._encode_queries(list(texts)))
+
+    def _encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Encoders with a lower-precision query path override this; the others encode queries as texts."""
+        return self._encode_texts(texts)
+
+    def _query_model(self, build: Callable[[torch.dtype], Any], device: torch.device) -> Any | None:
+        """The copy of the model that text queries run on, made once by ``build(dtype)`` when the query
+        precision is below float32; ``None`` when queries use the model itself."""
+        if self._query_copy is None:
+            with self._query_lock:
+                if self._query_copy is None:
+                    import torch
+
+                    from xmodal.encoders.device import query_dtype
+
+                    dtype = query_dtype(self.options.query_precision, device)
+                    self._query_copy = (None if dtype == torch.float32 else build(dtype),)
+        return self._query_copy[0]
 
     def prepare_image(self, image: Image.Image) -> Any:
         """Pre-process one RGB image for the model (thread-safe; decoding workers call it)."""

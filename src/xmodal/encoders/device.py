@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from xmodal.config import DevicePreference
+from xmodal.config import DevicePreference, QueryPrecision
 from xmodal.errors import ConfigError
 
 if TYPE_CHECKING:  # imported by the functions: only a loaded model needs torch
@@ -39,3 +39,24 @@ def inference_context(device: torch.device) -> Iterator[None]:
                 yield
         else:
             yield
+
+
+def query_dtype(preference: QueryPrecision, device: torch.device) -> torch.dtype:
+    """The dtype a model's copy for text queries runs at (see :class:`~xmodal.config.QueryPrecision`)."""
+    import torch
+
+    if preference is QueryPrecision.BFLOAT16:
+        return torch.bfloat16
+    if preference is QueryPrecision.AUTO and device.type == "cpu" and native_bfloat16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products in hardware (elsewhere they are emulated, and slower)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False

@@ -6,6 +6,7 @@ ships it) or ``/path/to/folder`` / ``local-dir:/path`` holding a saved SentenceT
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 from pathlib import Path
@@ -119,3 +120,11 @@ class SentenceEncoder(Encoder):
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         with inference_context(self._device):
             return self._model.encode(texts, convert_to_numpy=True, show_progress_bar=False, batch_size=64)
+
+    def _encode_queries(self, texts: list[str]) -> np.ndarray:
+        model = self._query_model(lambda dtype: copy.deepcopy(self._model).to(dtype), self._device)
+        if model is None:
+            return self._encode_texts(texts)
+        with inference_context(self._device):
+            vectors = model.encode(texts, convert_to_tensor=True, show_progress_bar=False, batch_size=64)
+            return vectors.float().cpu().numpy()

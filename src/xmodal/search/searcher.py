@@ -106,7 +106,7 @@ def encode_part(space: VectorSpace, part: QueryPart, batcher: EncodeBatcher | No
     encoder = space.encoder
     if part.kind is PartKind.TEXT:
         chunks = [chunk.text for chunk in encoder.chunk(part.value)] or [part.value]
-        encode = batcher.encode if batcher is not None else encoder.encode_texts
+        encode = batcher.encode if batcher is not None else encoder.encode_queries
         vector = encode(chunks).mean(axis=0)
     elif part.kind is PartKind.IMAGE:
         vector = encoder.encode_images([part.value])[0]
@@ -133,7 +133,7 @@ class Searcher:
         wait_s = settings.query_batch_wait_ms / 1000
         self._batchers = {
             space.name: EncodeBatcher(
-                space.encoder.encode_texts, wait_s=wait_s, max_texts=settings.query_batch_max, name=space.name
+                space.encoder.encode_queries, wait_s=wait_s, max_texts=settings.query_batch_max, name=space.name
             )
             for space in spaces
             if Modality.TEXT in space.encoder.modalities
@@ -169,13 +169,21 @@ class Searcher:
             batcher = self._by_encoder.get(id(space.encoder))
             if batcher is None:
                 batcher = self._by_encoder[id(space.encoder)] = EncodeBatcher(
-                    space.encoder.encode_texts,
+                    space.encoder.encode_queries,
                     wait_s=self.settings.query_batch_wait_ms / 1000,
                     max_texts=self.settings.query_batch_max,
                     name=space.name,
                 )
                 self._batchers[space.name] = batcher
             return batcher
+
+    def warm_up_queries(self) -> None:
+        """Encode one query in each text space whose model is loaded, so that no request pays for making the
+        model's query copy (``query_precision``) or for priming its kernels."""
+        for space in self.spaces:
+            batcher = self._batcher(space)
+            if batcher is not None and space.encoder.loaded:
+                batcher.encode(["warm up"])
 
     def close(self) -> None:
         """Stop the encoder threads."""
