@@ -153,7 +153,7 @@ class Engine:
         elif home is not None or overrides:
             settings = settings.model_copy(update={**({"home": Path(home)} if home else {}), **overrides})
         settings.home.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog.open(settings.catalog_url)
+        catalog = Catalog.open(settings.catalog_url, vector_hit_cache=settings.vector_hit_cache_size)
         try:
             catalog.claim_home(home_id(settings.home), str(settings.home))
         except CatalogInUseError:

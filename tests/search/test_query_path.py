@@ -67,3 +67,26 @@ def test_token_counts_on_other_threads_leave_the_encoders_batches_whole(
                 thread.join()
     assert not errors, errors
     assert all(v.shape == (3, encoder.dim) for v in vectors)
+
+
+def test_a_repeated_single_space_query_reads_only_its_results_from_the_catalog(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, encoder_pool: Callable[..., Encoder]
+) -> None:
+    """clip-retrieval's /knn-service query (one space, images only): its hits' items and modalities come from
+    memory once read, so the catalog is asked only for the columns the results show, and the answer is the same."""
+    from sqlalchemy import event
+
+    from tests.conftest import write_corpus
+
+    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir, query_cache_size=0)
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        engine.index([write_corpus(tmp_path / "corpus", images=6, texts=6)])
+        query = engine.build_query(text="a photo", space="clip", k=4, modalities=["image"])
+        first = engine.query(query).results
+        statements: list[str] = []
+        event.listen(engine.catalog.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        again = engine.query(query).results
+    assert [r.item_id for r in again] == [r.item_id for r in first]
+    assert {r.modality for r in again} == {"image"} and len(again) == 4
+    assert not [s for s in statements if "FROM embeddings" in s and "JOIN items" in s]  # no vector resolution
+    assert not [s for s in statements if "FROM items" in s and "items.id IN" in s and "items.path" not in s]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 
 from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding, WriteRequest
 
@@ -99,4 +99,37 @@ def test_deleted_and_replaced_vectors_are_queued_for_the_writer(tmp_path: Path) 
     assert second["text"][0] > first["text"][0]  # ids are never reused
     catalog.clear_deletions("text", mark)
     assert not catalog.has_queued_deletions("text")
+    catalog.close()
+
+
+def _statements(catalog: Catalog) -> list[str]:
+    seen: list[str] = []
+    event.listen(catalog.engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def test_vector_ids_read_once_are_resolved_from_memory(tmp_path: Path) -> None:
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", vector_hit_cache=10)
+    catalog.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
+    new, _ = catalog.write_items(
+        [WriteRequest(_record("/r/a"), {"text": [NewEmbedding(0, 0, 3), NewEmbedding(1, 4, 8)]})]
+    )
+    ids = new["text"]
+    statements = _statements(catalog)
+    first = catalog.resolve_vectors([ids[0], 999_999])
+    assert len(statements) == 1 and set(first) == {ids[0]}
+    both = catalog.resolve_vectors(ids)  # only the id not read before goes to the database
+    assert len(statements) == 2 and both[ids[1]].start == 4 and both[ids[0]] == first[ids[0]]
+    assert catalog.resolve_vectors(ids) == both and len(statements) == 2
+    catalog.close()
+
+
+def test_without_the_cache_every_resolution_reads_the_catalog(tmp_path: Path) -> None:
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", vector_hit_cache=0)
+    catalog.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
+    new, _ = catalog.write_items([WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]})])
+    statements = _statements(catalog)
+    catalog.resolve_vectors(new["text"])
+    catalog.resolve_vectors(new["text"])
+    assert len(statements) == 2
     catalog.close()

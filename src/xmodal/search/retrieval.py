@@ -49,7 +49,10 @@ def search_space(space: VectorSpace, query: np.ndarray, *, k: int, plan: FilterP
     while True:
         scores, ids = index.search(query.reshape(1, -1), fetch, allowed=plan.selector_ids)
         hits = _best_per_item(space, scores[0], ids[0])
-        if post_filter:
+        if post_filter and plan.item_filter.modality_only:
+            wanted = plan.item_filter.modalities or frozenset()
+            hits = [hit for hit in hits if hit.modality in wanted]
+        elif post_filter:
             allowed = space.catalog.matching_ids(plan.item_filter, within=[h.item_id for h in hits])
             hits = [hit for hit in hits if hit.item_id in allowed]
         if len(hits) >= k or fetch >= limit:

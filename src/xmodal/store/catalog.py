@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
@@ -213,15 +215,21 @@ class CatalogStats:
 class Catalog:
     """Repository over the catalog database. Create with :meth:`open`; safe to share between threads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, vector_hit_cache: int = 100_000) -> None:
         self.url = url
         self._engine = connect(url)
         self._sessions = session_factory(self._engine)
+        # Vector id -> where it points. An embedding row never changes (a changed item gets new rows, ids are never
+        # reused), so what was read once stays true for as long as an index can return the id.
+        self._vector_hits: LRUCache[int, VectorHit] = LRUCache(maxsize=max(1, vector_hit_cache))
+        self._vector_hits_on = vector_hit_cache > 0
+        self._vector_hits_lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str) -> Catalog:
-        """Connect and apply pending migrations."""
-        catalog = cls(url)
+    def open(cls, url: str, *, vector_hit_cache: int = 100_000) -> Catalog:
+        """Connect and apply pending migrations. ``vector_hit_cache``: vector ids whose item is kept in memory
+        (searches resolve every hit; 0: none)."""
+        catalog = cls(url, vector_hit_cache=vector_hit_cache)
         migrate(catalog._engine)
         return catalog
 
@@ -488,12 +496,29 @@ class Catalog:
                 )
 
     def resolve_vectors(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
-        """Vector id -> the item (and text span) it belongs to."""
+        """Vector id -> the item (and text span) it belongs to; ids without a row are left out. Ids read before
+        are answered from memory (a row deleted since is still answered: searches see deletions through the
+        index's tombstones, and the item's own row through :meth:`result_items`)."""
         hits: dict[int, VectorHit] = {}
+        missing = list(vector_ids)
+        if self._vector_hits_on:
+            with self._vector_hits_lock:
+                for vector_id in vector_ids:
+                    hit = self._vector_hits.get(vector_id)
+                    if hit is not None:
+                        hits[vector_id] = hit
+            missing = [vector_id for vector_id in vector_ids if vector_id not in hits]
+        if not missing:
+            return hits
+        read: dict[int, VectorHit] = {}
         with self._engine.connect() as connection:
-            for part in _chunks(list(vector_ids)):
+            for part in _chunks(missing):
                 rows = connection.execute(_RESOLVE_VECTORS, {"ids": part})
-                hits.update({row[0]: VectorHit(*row[1:]) for row in rows})
+                read.update({row[0]: VectorHit(*row[1:]) for row in rows})
+        if self._vector_hits_on and read:
+            with self._vector_hits_lock:
+                self._vector_hits.update(read)
+        hits.update(read)
         return hits
 
     def vector_ids_of_items(self, space: str, item_ids: Sequence[int]) -> dict[int, list[int]]:

@@ -51,6 +51,12 @@ class ItemFilter:
     def empty(self) -> bool:
         return not self.conditions and self.modalities is None
 
+    @property
+    def modality_only(self) -> bool:
+        """Whether the item's modality alone decides (no other condition): a search that knows its hits'
+        modalities applies it without the catalog."""
+        return not self.conditions and self.modalities is not None
+
     def clause(self) -> ColumnElement[bool]:
         """The SQL condition for indexed items that pass."""
         parts: list[ColumnElement[bool]] = [Item.status == ItemStatus.OK]
