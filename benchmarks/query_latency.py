@@ -10,7 +10,10 @@ driven by the harness's load client (``load_client.py``: the same query texts, a
 concurrency 1, 4, 8 and 16 for ``/knn-service`` (index ``clip``) and ``/search`` (fused over every space that can
 answer, k = 20). When the peer's venv is there (``--peer-venv``, built as its INSTALL.md says), the same invocation
 first serves the same vectors with ``clip-retrieval back`` (ids only) and load-tests it the same way, and prints
-xmodal / peer ratios. Every query text is new (no cache on either side helps) unless ``--repeat-queries``.
+xmodal / peer ratios. Both servers run side by side and the load moves between them level by level, ``--rounds``
+times over: this machine's speed swings from minute to minute, so each ratio is taken between neighbouring runs and
+the table shows medians over rounds. Every query text is new (no cache on either side helps) unless
+``--repeat-queries``.
 
 Without ``--peer``: indexes the Tux Paint stamps (Debian ``tuxpaint-stamps-default``: 800 images with captions,
 found through their captions by the real MiniLM ``text`` space) into a scratch home, starts ``xmodal serve`` and
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -123,6 +127,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/xmodal-peer-bench"), help="data, homes, logs")
     parser.add_argument("--images", type=int, default=2000, help="images the harness generates")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per concurrency level")
+    parser.add_argument("--rounds", type=int, default=2, help="--peer: times every server and level is run")
     parser.add_argument("--repeat-queries", action="store_true", help="cycle 200 texts (the query cache helps)")
     args = parser.parse_args()
     if args.peer:
@@ -189,18 +194,6 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Path, Path]:
     return images, checkpoint
 
 
-def _load(name: str, target: load_client.Target, texts: Iterator[str], seconds: float) -> list[dict[str, Any]]:
-    for _ in range(5):  # warm up, not counted
-        target.request(next(texts))
-    rows = []
-    for level in PEER_LEVELS:
-        row = {"server": name, **load_client.run_level(target, texts, level, seconds)}
-        print(f"  {name:<34} c={level:<3} {row['qps']:7.2f} QPS  p50 {row.get('p50_ms', 0):7.1f} ms  "
-              f"p99 {row.get('p99_ms', 0):7.1f} ms  errors {row['errors']}", flush=True)  # fmt: skip
-        rows.append(row)
-    return rows
-
-
 def _texts(args: argparse.Namespace) -> Iterator[str]:
     return itertools.cycle(load_client.make_queries(200)) if args.repeat_queries else load_client.fresh_texts()
 
@@ -221,60 +214,123 @@ def peer_main(args: argparse.Namespace) -> None:
     if not (home / "catalog.db").is_file():
         subprocess.run([sys.executable, "-m", "xmodal", "index", str(images), "--quiet"], env=env, check=True)
     venv = args.peer_venv or args.harness / "venv"
-    rows: list[dict[str, Any]] = []
     logs = args.work / "logs"
     logs.mkdir(exist_ok=True)
-    peer_rows: list[dict[str, Any]] = []
-    if (venv / "bin" / "clip-retrieval").is_file():
-        embeddings, index = args.work / "peer_embeddings", args.work / "peer_index"
-        if not (index / "image.index").is_file():
-            from xmodal.engine import Engine
-
-            with Engine.open(home, clip_encoder=env["XMODAL_CLIP_ENCODER"], speech_model="") as engine:
-                print(f"exporting {peer_back.export_vectors(engine, embeddings)} clip vectors for the peer")
-            peer_back.build_index(venv, args.harness, embeddings, index, logs / "peer_index.log")
-        port = _free_port()
-        print(f"clip-retrieval back on 127.0.0.1:{port} (log {logs / 'peer_back.log'})", flush=True)
-        with peer_back.serve(venv, index, checkpoint, port, logs / "peer_back.log", args.harness) as pid:
-            _wait_until_peer(port, pid)
-            target = load_client.Target("127.0.0.1", port, "/knn-service", load_client.knn_body(peer_back.INDEX),
-                                        load_client.knn_check())  # fmt: skip
-            peer_rows = _load("clip-retrieval back (ids only)", target, _texts(args), args.seconds)
-            peer_rss = _tree_rss_bytes(pid)
-        rows.extend(peer_rows)
-    else:
+    has_peer = (venv / "bin" / "clip-retrieval").is_file()
+    if not has_peer:
         print(f"no peer venv at {venv} (see {args.harness / 'INSTALL.md'}): xmodal only", flush=True)
-        peer_rss = 0
-    port = _free_port()
-    serve = [sys.executable, "-m", "xmodal", "serve", "--port", str(port), "--workers", str(args.workers)]
-    with (logs / "xmodal_serve.log").open("w") as log:
-        server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(base, server)
-        knn = load_client.Target("127.0.0.1", port, "/knn-service", load_client.knn_body("clip"),
-                                 load_client.knn_check())  # fmt: skip
-        search = load_client.Target("127.0.0.1", port, "/search", load_client.search_body(), load_client.search_check())
-        rows.extend(_load("xmodal /knn-service", knn, _texts(args), args.seconds))
-        rows.extend(_load("xmodal /search (fused)", search, _texts(args), args.seconds))
-        xmodal_rss = _tree_rss_bytes(server.pid)
+    with contextlib.ExitStack() as stack:
+        targets: dict[str, load_client.Target] = {}
+        pids: dict[str, int] = {}
+        if has_peer:
+            port = _free_port()
+            print(f"clip-retrieval back on 127.0.0.1:{port} (log {logs / 'peer_back.log'})", flush=True)
+            pid = stack.enter_context(_peer_server(args, venv, home, env, checkpoint, port, logs))
+            targets[PEER] = load_client.Target("127.0.0.1", port, "/knn-service", load_client.knn_body(peer_back.INDEX),
+                                               load_client.knn_check())  # fmt: skip
+            pids[PEER] = pid
+        port = _free_port()
+        server = stack.enter_context(_xmodal_server(args, env, port, logs))
+        pids["xmodal"] = server.pid
+        base = f"http://127.0.0.1:{port}"
+        targets[KNN] = load_client.Target("127.0.0.1", port, "/knn-service", load_client.knn_body("clip"),
+                                          load_client.knn_check())  # fmt: skip
+        targets[SEARCH] = load_client.Target("127.0.0.1", port, "/search", load_client.search_body(),
+                                             load_client.search_check())  # fmt: skip
+        rounds = _interleaved(targets, _texts(args), args.seconds, args.rounds)
+        rss = {name: _tree_rss_bytes(pid) for name, pid in pids.items()}
         spaces = httpx.post(f"{base}/search", json={"text": "a red circle", "k": 1}, timeout=60).json()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     print(f"\n/search answered from {spaces.get('spaces_searched')}; unavailable: {spaces.get('spaces_unavailable')}")
-    _print_table(rows, peer_rows)
+    rows = _summary(rounds)
+    _print_table(rows)
     name = "query_latency_peer" + (f"_{args.workers}workers" if args.workers > 1 else "")
     payload = {
         "seconds_per_level": args.seconds,
+        "rounds": args.rounds,
         "workers": args.workers,
         "repeat_queries": args.repeat_queries,
         "images": len(list(images.glob("*.jpg"))),
         "rows": rows,
-        "server_rss_bytes": {"xmodal": xmodal_rss, "clip-retrieval back": peer_rss},
+        "runs": rounds,
+        "server_rss_bytes": rss,
         "search_spaces": spaces.get("spaces_searched"),
     }
     print(f"wrote {write_result(name, payload, args.out)}")
+
+
+PEER, KNN, SEARCH = "clip-retrieval back (ids only)", "xmodal /knn-service", "xmodal /search (fused)"
+
+
+@contextlib.contextmanager
+def _peer_server(
+    args: argparse.Namespace, venv: Path, home: Path, env: dict[str, str], checkpoint: Path, port: int, logs: Path
+) -> Iterator[int]:
+    """clip-retrieval's back over the vectors of xmodal's clip space (its index built once, then reused)."""
+    embeddings, index = args.work / "peer_embeddings", args.work / "peer_index"
+    if not (index / "image.index").is_file():
+        from xmodal.engine import Engine
+
+        with Engine.open(home, clip_encoder=env["XMODAL_CLIP_ENCODER"], speech_model="") as engine:
+            print(f"exporting {peer_back.export_vectors(engine, embeddings)} clip vectors for the peer")
+        peer_back.build_index(venv, args.harness, embeddings, index, logs / "peer_index.log")
+    with peer_back.serve(venv, index, checkpoint, port, logs / "peer_back.log", args.harness) as pid:
+        _wait_until_peer(port, pid)
+        yield pid
+
+
+@contextlib.contextmanager
+def _xmodal_server(
+    args: argparse.Namespace, env: dict[str, str], port: int, logs: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    serve = [sys.executable, "-m", "xmodal", "serve", "--port", str(port), "--workers", str(args.workers)]
+    with (logs / "xmodal_serve.log").open("w") as log:
+        server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}", server)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _interleaved(
+    targets: dict[str, load_client.Target], texts: Iterator[str], seconds: float, rounds: int
+) -> list[dict[str, Any]]:
+    """Every target at every level, one after the other, ``rounds`` times over: this machine's speed swings from
+    minute to minute (its second vCPU comes and goes), so each ratio is taken between neighbouring runs."""
+    for target in targets.values():
+        for _ in range(5):  # warm up, not counted
+            target.request(next(texts))
+    runs = []
+    for number in range(rounds):
+        for level in PEER_LEVELS:
+            for name, target in targets.items():
+                row = {"server": name, "round": number, **load_client.run_level(target, texts, level, seconds)}
+                print(f"  round {number} {name:<32} c={level:<3} {row['qps']:7.2f} QPS  "
+                      f"p50 {row.get('p50_ms', 0):7.1f} ms  p99 {row.get('p99_ms', 0):7.1f} ms  "
+                      f"errors {row['errors']}", flush=True)  # fmt: skip
+                runs.append(row)
+    return runs
+
+
+def _summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per server and level: the median over rounds of QPS and latencies, and the median of the per-round ratios
+    to the peer's QPS at the same level."""
+    peer = {(r["round"], r["concurrency"]): r["qps"] for r in runs if r["server"] == PEER}
+    rows = []
+    for name in dict.fromkeys(r["server"] for r in runs):
+        for level in PEER_LEVELS:
+            mine = [r for r in runs if r["server"] == name and r["concurrency"] == level]
+            row: dict[str, Any] = {"server": name, "concurrency": level, "rounds": len(mine)}
+            for key in ("qps", "p50_ms", "p95_ms", "p99_ms"):
+                row[key] = statistics.median(r.get(key, 0.0) for r in mine)
+            row["errors"] = sum(r["errors"] for r in mine)
+            ratios = [r["qps"] / peer[(r["round"], level)] for r in mine if peer.get((r["round"], level))]
+            if ratios:
+                row["x_peer"] = statistics.median(ratios)
+                row["x_peer_each_round"] = ratios
+            rows.append(row)
+    return rows
 
 
 def _wait_until_peer(port: int, pid: int, timeout_s: float = 600) -> None:
@@ -290,11 +346,10 @@ def _wait_until_peer(port: int, pid: int, timeout_s: float = 600) -> None:
     raise SystemExit("clip-retrieval back did not come up")
 
 
-def _print_table(rows: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) -> None:
-    peer = {row["concurrency"]: row["qps"] for row in peer_rows}
+def _print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'server':<34} {'c':>3} {'QPS':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'x peer':>7}")
     for row in rows:
-        ratio = f"{row['qps'] / peer[row['concurrency']]:.2f}" if peer.get(row["concurrency"]) else "-"
+        ratio = f"{row['x_peer']:.2f}" if "x_peer" in row else "-"
         print(f"{row['server']:<34} {row['concurrency']:>3} {row['qps']:7.2f} {row.get('p50_ms', 0):8.1f} "
               f"{row.get('p95_ms', 0):8.1f} {row.get('p99_ms', 0):8.1f} {row['errors']:>6} {ratio:>7}")  # fmt: skip
 
