@@ -208,6 +208,13 @@ class Settings(BaseSettings):
     lexical_language: str | None = Field(
         default="english", description="Language whose stopwords text queries drop in the lexical space; empty: none."
     )
+    lexical_max_term_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Query terms that more than this share of the full-text rows hold are left out of the match "
+        "(SQLite: BM25 gives them no weight, and their postings are the longest to walk); 1: keep every term.",
+    )
     lexical_cache_size: NonNegativeInt = Field(
         default=50_000,
         description="Query terms whose best lexical score a server keeps until the full-text table changes; 0: off.",

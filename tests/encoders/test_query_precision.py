@@ -50,21 +50,15 @@ def test_float32_queries_are_the_text_vectors(tmp_path: Path, tiny_clip_dir: Pat
     assert np.array_equal(encoder.encode_queries(QUERIES), encoder.encode_texts(QUERIES))
 
 
-def test_auto_is_float32_on_a_cpu_without_native_bfloat16(
-    tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("native", [True, False], ids=["native-bfloat16", "no-bfloat16"])
+def test_auto_is_bfloat16_only_where_the_cpu_computes_it(
+    native: bool, tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(device, "native_bfloat16", lambda: False)
+    monkeypatch.setattr(device, "native_bfloat16", lambda: native)
     encoder = _encoder(tmp_path, tiny_clip_dir, None, QueryPrecision.AUTO)
-    assert np.array_equal(encoder.encode_queries(QUERIES), encoder.encode_texts(QUERIES))
-
-
-def test_auto_is_bfloat16_on_a_cpu_with_it(
-    tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(device, "native_bfloat16", lambda: True)
-    encoder = _encoder(tmp_path, tiny_clip_dir, None, QueryPrecision.AUTO)
-    encoder.encode_queries(QUERIES)
-    assert encoder._query_copy is not None and encoder._query_copy[0] is not None
+    same = np.array_equal(encoder.encode_queries(QUERIES), encoder.encode_texts(QUERIES))
+    assert same is not native
+    assert encoder._query_copy is not None and (encoder._query_copy[0] is not None) is native
 
 
 def test_empty_query_list(tmp_path: Path, tiny_clip_dir: Path) -> None:

@@ -404,16 +404,22 @@ class Searcher:
     ) -> list[int]:
         """The best ``pool`` lexical matches of ``text`` among the items the query's filter passes: searched within
         them when the filter is selective, else in growing pages until ``pool`` of them pass."""
-        stop = self._stopwords
+        stop, share = self._stopwords, self.settings.lexical_max_term_share
         if item_filter.empty:
-            return [i for i, _ in self.catalog.lexical_search(text, pool, field=lexical_field, stop=stop)]
+            return [
+                i for i, _ in self.catalog.lexical_search(text, pool, field=lexical_field, stop=stop, max_share=share)
+            ]
         if selective:
             allowed = sorted(self.catalog.matching_ids(item_filter))
-            found = self.catalog.lexical_search(text, pool, within=allowed, field=lexical_field, stop=stop)
+            found = self.catalog.lexical_search(
+                text, pool, within=allowed, field=lexical_field, stop=stop, max_share=share
+            )
             return [i for i, _ in sorted(found, key=lambda hit: (-hit[1], hit[0]))[:pool]]
         limit = pool
         while True:
-            found = [i for i, _ in self.catalog.lexical_search(text, limit, field=lexical_field, stop=stop)]
+            found = [
+                i for i, _ in self.catalog.lexical_search(text, limit, field=lexical_field, stop=stop, max_share=share)
+            ]
             passing = self.catalog.matching_ids(item_filter, within=found)
             kept = [i for i in found if i in passing]
             if len(kept) >= pool or len(found) < limit:
@@ -501,8 +507,14 @@ class Searcher:
             if ideal <= 0:
                 continue
             weight = 1.0 if lexical_field is LexicalField.WORDS else self.settings.lexical_phonetic_weight
-            stop = self._stopwords
-            found = self.catalog.lexical_search(text, len(item_ids), item_ids, field=lexical_field, stop=stop)
+            found = self.catalog.lexical_search(
+                text,
+                len(item_ids),
+                item_ids,
+                field=lexical_field,
+                stop=self._stopwords,
+                max_share=self.settings.lexical_max_term_share,
+            )
             for item_id, score in found:
                 shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
         return shares
