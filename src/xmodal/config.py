@@ -208,12 +208,10 @@ class Settings(BaseSettings):
     lexical_language: str | None = Field(
         default="english", description="Language whose stopwords text queries drop in the lexical space; empty: none."
     )
-    lexical_max_term_share: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="Query terms that more than this share of the full-text rows hold are left out of the match "
-        "(SQLite: BM25 gives them no weight, and their postings are the longest to walk); 1: keep every term.",
+    lexical_skip_weightless: bool = Field(
+        default=True,
+        description="Leave out of a lexical match the query terms BM25 gives no weight (SQLite: those half the "
+        "full-text rows or more hold), whose postings are the longest to walk; the ranking stays.",
     )
     lexical_cache_size: NonNegativeInt = Field(
         default=50_000,

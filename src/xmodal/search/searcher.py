@@ -40,7 +40,7 @@ from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog, ItemKind, ResultItem
 from xmodal.store.filters import ItemFilter
 from xmodal.store.lexical import Field as LexicalField
-from xmodal.store.lexical import ideal_of, ideal_terms, stopwords_of
+from xmodal.store.lexical import ideal_of, ideal_terms, stopwords_of, weightless
 
 log = logging.getLogger(__name__)
 LEXICAL = "lexical"
@@ -69,6 +69,7 @@ class _Run:
     candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
     modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
+    common_terms: dict[str, frozenset[str]] = field(default_factory=dict)  # text -> its terms most rows hold
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
 
@@ -151,7 +152,7 @@ class Searcher:
         )
         self._direct_encodes = threading.BoundedSemaphore(settings.search_concurrency)  # image and audio parts
         # (lexical table version, field, term) -> the term's best score alone
-        self._term_scores: LRUCache[tuple[str | None, LexicalField, str], float] = LRUCache(
+        self._term_scores_kept: LRUCache[tuple[str | None, LexicalField, str], float] = LRUCache(
             maxsize=settings.lexical_cache_size
         )
         self._term_lock = threading.Lock()
@@ -396,29 +397,38 @@ class Searcher:
                 continue
             text = query.parts[source.part].value
             for lexical_field in LexicalField:
-                run.candidates.update(self._lexical_hits(text, lexical_field, pool, query.item_filter, selective))
+                found = self._lexical_hits(
+                    text, lexical_field, pool, query.item_filter, selective, self._common_terms(run, text)
+                )
+                run.candidates.update(found)
         run.candidates -= excluded
 
     def _lexical_hits(
-        self, text: str, lexical_field: LexicalField, pool: int, item_filter: ItemFilter, selective: bool
+        self,
+        text: str,
+        lexical_field: LexicalField,
+        pool: int,
+        item_filter: ItemFilter,
+        selective: bool,
+        common: frozenset[str],
     ) -> list[int]:
         """The best ``pool`` lexical matches of ``text`` among the items the query's filter passes: searched within
         them when the filter is selective, else in growing pages until ``pool`` of them pass."""
-        stop, share = self._stopwords, self.settings.lexical_max_term_share
+        stop = self._stopwords
         if item_filter.empty:
             return [
-                i for i, _ in self.catalog.lexical_search(text, pool, field=lexical_field, stop=stop, max_share=share)
+                i for i, _ in self.catalog.lexical_search(text, pool, field=lexical_field, stop=stop, common=common)
             ]
         if selective:
             allowed = sorted(self.catalog.matching_ids(item_filter))
             found = self.catalog.lexical_search(
-                text, pool, within=allowed, field=lexical_field, stop=stop, max_share=share
+                text, pool, within=allowed, field=lexical_field, stop=stop, common=common
             )
             return [i for i, _ in sorted(found, key=lambda hit: (-hit[1], hit[0]))[:pool]]
         limit = pool
         while True:
             found = [
-                i for i, _ in self.catalog.lexical_search(text, limit, field=lexical_field, stop=stop, max_share=share)
+                i for i, _ in self.catalog.lexical_search(text, limit, field=lexical_field, stop=stop, common=common)
             ]
             passing = self.catalog.matching_ids(item_filter, within=found)
             kept = [i for i in found if i in passing]
@@ -486,7 +496,8 @@ class Searcher:
                 trust = agreement.get(modality, 1.0) if modality is not None else min(agreement.values(), default=1.0)
                 evidence[item_id].calibrated[source] = trust * value
         for source in run.lexical:
-            for item_id, share in self._lexical_shares(run.query.parts[source.part].value, item_ids).items():
+            text = run.query.parts[source.part].value
+            for item_id, share in self._lexical_shares(text, item_ids, self._common_terms(run, text)).items():
                 evidence[item_id].raw[source] = share
                 evidence[item_id].calibrated[source] = self.settings.lexical_top_z * share
         locations: dict[int, tuple[Source, int | None]] = {}
@@ -498,7 +509,23 @@ class Searcher:
                 locations[item_id] = (source, best_vector[(item_id, source)])
         return evidence, locations
 
-    def _lexical_shares(self, text: str, item_ids: list[int]) -> dict[int, float]:
+    def _common_terms(self, run: _Run, text: str) -> frozenset[str]:
+        """The terms of ``text`` that BM25 gives no weight (``lexical_skip_weightless``), once per query: they are
+        left out of its lexical matches."""
+        found = run.common_terms.get(text)
+        if found is None:
+            found = frozenset()
+            if self.settings.lexical_skip_weightless:
+                found = frozenset(
+                    term
+                    for lexical_field in LexicalField
+                    for term, score in self._term_scores(text, lexical_field).items()
+                    if weightless(score)
+                )
+            run.common_terms[text] = found
+        return found
+
+    def _lexical_shares(self, text: str, item_ids: list[int], common: frozenset[str]) -> dict[int, float]:
         """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
         every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
         shares: dict[int, float] = {}
@@ -513,30 +540,37 @@ class Searcher:
                 item_ids,
                 field=lexical_field,
                 stop=self._stopwords,
-                max_share=self.settings.lexical_max_term_share,
+                common=common,
             )
             for item_id, score in found:
                 shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
         return shares
 
     def _ideal(self, text: str, lexical_field: LexicalField) -> float:
-        """``Catalog.lexical_ideal``, with each term's best score kept until the full-text table is next written
-        (a common word's costs a scan of every document holding it)."""
+        """``Catalog.lexical_ideal``, from the terms' kept best scores (:meth:`_term_scores`)."""
+        scores = self._term_scores(text, lexical_field)
+        return ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
+
+    def _term_scores(self, text: str, lexical_field: LexicalField) -> dict[str, float]:
+        """Each term of ``text``'s best score alone in ``lexical_field``, kept until the full-text table is next
+        written (a common word's costs a scan of every document holding it)."""
         terms = ideal_terms(text, lexical_field, self._stopwords)
         version = self.catalog.lexical_version()
         with self._term_lock:
             known = {
-                t: self._term_scores[key] for t in terms if (key := (version, lexical_field, t)) in self._term_scores
+                t: self._term_scores_kept[key]
+                for t in terms
+                if (key := (version, lexical_field, t)) in self._term_scores_kept
             }
         missing = [term for term in dict.fromkeys(terms) if term not in known]
         if missing:
             found = dict(zip(missing, self.catalog.lexical_term_scores(missing, lexical_field), strict=True))
-            if self._term_scores.maxsize and self.catalog.lexical_version() == version:  # no write meanwhile
+            if self._term_scores_kept.maxsize and self.catalog.lexical_version() == version:  # no write meanwhile
                 with self._term_lock:
                     for term, score in found.items():
-                        self._term_scores[(version, lexical_field, term)] = score
+                        self._term_scores_kept[(version, lexical_field, term)] = score
             known.update(found)
-        return ideal_of([known[term] for term in terms])
+        return known
 
     def _typical_similarities(self, names: set[str]) -> dict[str, float]:
         """Per space of ``names`` (those the candidates are compared in: already open), how alike two of its random

@@ -581,19 +581,18 @@ class Catalog:
         *,
         field: lexical.Field | None = None,
         stop: frozenset[str] = frozenset(),
-        max_share: float = 1.0,
+        common: frozenset[str] = frozenset(),
     ) -> list[tuple[int, float]]:
         """(item id, BM25 score) of the best full-text matches (only among ``within`` when given); ``field``: the
-        words or their sounds only; ``stop``: words the query drops; ``max_share``: terms that more of the rows
-        hold are left out (:func:`lexical.selective_terms`)."""
-        options = {"field": field, "stop": stop, "max_share": max_share}
+        words or their sounds only; ``stop``: words the query drops; ``common``: terms it leaves out (those BM25
+        gives no weight: :func:`lexical.weightless`)."""
         with self._engine.connect() as connection:
             if within is None:
-                return lexical.search(connection, query, limit, **options)  # type: ignore[arg-type]
+                return lexical.search(connection, query, limit, field=field, stop=stop, common=common)
             return [
                 hit
                 for part in _chunks(list(within))
-                for hit in lexical.search(connection, query, limit, part, **options)  # type: ignore[arg-type]
+                for hit in lexical.search(connection, query, limit, part, field=field, stop=stop, common=common)
             ]
 
     def lexical_ideal(self, query: str, field: lexical.Field, stop: frozenset[str] = frozenset()) -> float:

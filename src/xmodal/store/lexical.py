@@ -28,12 +28,12 @@ from sqlalchemy.orm import Session
 from xmodal import ocr_text
 
 TABLE = "items_fts"
-VOCABULARY = f"{TABLE}_vocab"  # SQLite: an fts5vocab table over it (rows holding each term), from migration 0007
 _VERSION_KEY = "lexical_version"  # in catalog_meta: a new random token with every write to the table
 # Column weights: a word in the caption or file name says more than one deep in a long document, and a word that
 # only sounds alike says less than the word itself.
 _SQLITE_WEIGHTS = "2.0, 3.0, 1.0, 0.5, 2.0"  # bm25() weights of name, caption, body, sounds, ocr
 _POSTGRES_WEIGHTS = "{0.15, 0.3, 0.6, 1.0}"  # ts_rank() weights of D (sounds), C (body), B (name), A (caption)
+_WEIGHTLESS = 1e-4  # a best score alone under this: the term's IDF was floored (see ``weightless``)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CODE = re.compile(r"^[A-Z0-9]+$")
 _SEPARATORS = re.compile(r"[/\\._\-]+")  # a path's folders and name become words on every backend
@@ -167,54 +167,20 @@ def search(
     *,
     field: Field | None = None,
     stop: frozenset[str] = frozenset(),
-    max_share: float = 1.0,
+    common: frozenset[str] = frozenset(),
 ) -> list[tuple[int, float]]:
     """(item id, score; higher is better) of the best ``limit`` matches, best first, ties by id; only among the
     items ``within`` when given. ``field``: match only the words or only their sounds (default: either);
-    ``stop``: words the query drops; ``max_share``: terms more of the rows hold are left out (see
-    :func:`selective_terms`)."""
+    ``stop``: words the query drops; ``common``: terms (words or sound codes) it leaves out unless it holds no
+    other (see :func:`weightless`)."""
     if within is not None and not within:
         return []
     restrict = ",".join(str(int(i)) for i in within) if within is not None else None
     words, sounds = _terms(query, stop)
-    if max_share < 1:
-        words, sounds = selective_terms(connection, words, max_share), selective_terms(connection, sounds, max_share)
+    if common:
+        words = [word for word in words if word not in common] or words
+        sounds = [code for code in sounds if code not in common] or sounds
     return _search_terms(connection, words, sounds, field, limit, restrict)
-
-
-def selective_terms(connection: Connection, terms: list[str], max_share: float) -> list[str]:
-    """``terms`` without those that more than ``max_share`` of the rows hold; all of them when every one is that
-    common. BM25 gives such a term no weight (SQLite's FTS5 floors an IDF of ``log((N - n + 0.5) / (n + 0.5))``,
-    which is not positive once ``n >= N / 2``, to 1e-6), and its postings are the longest to walk: left in, they
-    made a query's cost grow with the home. SQLite only (PostgreSQL's ``ts_rank`` has no IDF). A term is looked
-    up as the query spells it: one the table holds only in a stemmed form is kept."""
-    if connection.dialect.name != "sqlite" or not terms:
-        return terms
-    rows = _row_count(connection)
-    if rows == 0:
-        return terms
-    lookup = text(f"SELECT doc FROM {VOCABULARY} WHERE term = :term")  # one seek per term; IN (...) scans
-    kept = [
-        term for term in terms if (connection.execute(lookup, {"term": term.lower()}).scalar() or 0) <= max_share * rows
-    ]
-    return kept or terms
-
-
-def _row_count(connection: Connection) -> int:
-    """Rows of the FTS5 table, read from its "averages" record (the first varint of block 1 of ``%_data``, which
-    FTS5 keeps for BM25) instead of counting them."""
-    block = connection.execute(text(f"SELECT block FROM {TABLE}_data WHERE id = 1")).scalar()
-    if not block:
-        return 0
-    value = 0
-    for position in range(min(len(block), 9)):  # SQLite's varint: 7 bits a byte, big-endian; a 9th byte gives 8
-        byte = block[position]
-        if position == 8:
-            return (value << 8) | byte
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            return value
-    return value
 
 
 def ideal_score(connection: Connection, query: str, field: Field, stop: frozenset[str] = frozenset()) -> float:
@@ -236,6 +202,14 @@ def ideal_terms(query: str, field: Field, stop: frozenset[str] = frozenset()) ->
     """The terms of ``query`` that :func:`ideal_score` sums over in ``field``: its words, or their sound codes."""
     words, sounds = _terms(query, stop)
     return words if field is Field.WORDS else sounds
+
+
+def weightless(score: float) -> bool:
+    """Whether a term whose best score alone is ``score`` has no weight in BM25: SQLite's FTS5 floors an IDF of
+    ``log((N - n + 0.5) / (n + 0.5))``, which is not positive once half the rows or more hold the term, to 1e-6
+    (a score below 1e-5 at any column weight and term frequency). Such a term changes no ranking, and its postings
+    are the longest to walk; a term that matches nothing scores 0 and is not weightless (it costs nothing)."""
+    return 0 < score < _WEIGHTLESS
 
 
 def term_scores(connection: Connection, terms: Sequence[str], field: Field) -> list[float]:
