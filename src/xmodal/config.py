@@ -297,7 +297,7 @@ class Settings(BaseSettings):
     vector_hit_cache_size: NonNegativeInt = Field(
         default=100_000,
         description="Vector ids whose item (and text span) a process keeps in memory after a search read them from "
-        "the catalog (about 150 bytes each); 0: off.",
+        "the catalog, until the catalog is next written (about 150 bytes each); 0: off.",
     )
     torch_threads: PositiveInt | None = Field(
         default=None,

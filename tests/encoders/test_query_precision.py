@@ -64,3 +64,14 @@ def test_auto_is_bfloat16_only_where_the_cpu_computes_it(
 def test_empty_query_list(tmp_path: Path, tiny_clip_dir: Path) -> None:
     encoder = _encoder(tmp_path, tiny_clip_dir, None, QueryPrecision.BFLOAT16)
     assert encoder.encode_queries([]).shape == (0, encoder.dim)
+
+
+def test_a_model_that_cannot_be_copied_answers_queries_at_float32(
+    tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> None:
+        raise RuntimeError("cannot cast this model")
+
+    monkeypatch.setattr(TextTower, "copy_of", classmethod(refuse))
+    encoder = _encoder(tmp_path, tiny_clip_dir, None, QueryPrecision.BFLOAT16)
+    assert np.array_equal(encoder.encode_queries(QUERIES), encoder.encode_texts(QUERIES))

@@ -97,9 +97,11 @@ def test_a_word_most_rows_hold_is_left_out_of_the_match(tmp_path: Path) -> None:
     with _engine(tmp_path / "home", captions) as engine:
         found = _captions(engine, "brick fox", k=30)
         only_common = _captions(engine, "red brick", k=30)  # every word common: they are all kept
+        with_unknown = _captions(engine, "brick lorry", k=30)
     with _engine(tmp_path / "every", captions, lexical_skip_weightless=False) as engine:
         every = _captions(engine, "brick fox", k=30)
     assert [caption for caption, _ in found] == ["A fox in the snow."]
     assert every[0][0] == found[0][0] and every[0][1] == pytest.approx(found[0][1], rel=1e-3)  # scored the same
     assert len(every) == 21  # left in, the common word brought 20 matches of no weight
     assert len(only_common) == 20
+    assert len(with_unknown) == 20  # the other word matches nothing: the common one is all the query has

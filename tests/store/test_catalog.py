@@ -103,8 +103,14 @@ def test_deleted_and_replaced_vectors_are_queued_for_the_writer(tmp_path: Path) 
 
 
 def _statements(catalog: Catalog) -> list[str]:
+    """The statements that read embedding rows (each call also reads the catalog's write token)."""
     seen: list[str] = []
-    event.listen(catalog.engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+
+    def record(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FROM embeddings" in statement:
+            seen.append(statement)
+
+    event.listen(catalog.engine, "before_cursor_execute", record)
     return seen
 
 
@@ -122,6 +128,30 @@ def test_vector_ids_read_once_are_resolved_from_memory(tmp_path: Path) -> None:
     assert len(statements) == 2 and both[ids[1]].start == 4 and both[ids[0]] == first[ids[0]]
     assert catalog.resolve_vectors(ids) == both and len(statements) == 2
     catalog.close()
+
+
+def test_a_write_of_any_process_drops_what_was_kept(tmp_path: Path) -> None:
+    """A server deletes or re-indexes an item (or an indexer does, in another process): its old vectors stay in the
+    loaded index until the next publication, and must resolve to nothing, as they did before anything was kept."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    server = Catalog.open(url, vector_hit_cache=10)
+    server.save_space(name="text", encoder_spec="e", dim=4, fingerprint="f")
+    new, _ = server.write_items(
+        [
+            WriteRequest(_record("/r/a"), {"text": [NewEmbedding()]}),
+            WriteRequest(_record("/r/b"), {"text": [NewEmbedding()]}),
+        ]
+    )
+    old_a, kept_b = new["text"]
+    assert set(server.resolve_vectors(new["text"])) == {old_a, kept_b}
+    indexer = Catalog.open(url)
+    indexer.write_items([WriteRequest(_record("/r/a", size=2), {"text": [NewEmbedding()]})])  # a's vector replaced
+    assert set(server.resolve_vectors(new["text"])) == {kept_b}
+    item_b = server.resolve_vectors([kept_b])[kept_b].item_id
+    server.delete_items([item_b])
+    assert server.resolve_vectors([kept_b]) == {}
+    indexer.close()
+    server.close()
 
 
 def test_without_the_cache_every_resolution_reads_the_catalog(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import re
 import threading
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # torch is imported where a model is used, so a light command
     import torch
 
 
+log = logging.getLogger(__name__)
 _WORD = re.compile(r"\S+")
 
 
@@ -348,7 +350,15 @@ class Encoder(ABC):
                     from xmodal.encoders.device import query_dtype
 
                     dtype = query_dtype(self.options.query_precision, device)
-                    self._query_copy = (None if dtype == torch.float32 else build(dtype),)
+                    copy = None
+                    if dtype != torch.float32:
+                        try:
+                            copy = build(dtype)
+                        except Exception:  # a model that cannot be copied or cast still answers, at float32
+                            log.warning(
+                                "%s: no %s copy for queries; they run at float32", self.spec, dtype, exc_info=True
+                            )
+                    self._query_copy = (copy,)
         return self._query_copy[0]
 
     def prepare_image(self, image: Image.Image) -> Any:

@@ -45,18 +45,19 @@ def query_dtype(preference: QueryPrecision, device: torch.device) -> torch.dtype
     """The dtype a model's copy for text queries runs at (see :class:`~xmodal.config.QueryPrecision`)."""
     import torch
 
-    if preference is QueryPrecision.BFLOAT16:
+    if preference == QueryPrecision.BFLOAT16:
         return torch.bfloat16
-    if preference is QueryPrecision.AUTO and device.type == "cpu" and native_bfloat16():
+    if preference == QueryPrecision.AUTO and device.type == "cpu" and native_bfloat16():
         return torch.bfloat16
     return torch.float32
 
 
 def native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products in hardware (elsewhere they are emulated, and slower)."""
+    """Whether this CPU computes bfloat16 products in hardware: AVX-512 BF16 or AMX (oneDNN also runs bfloat16 on
+    plain AVX-512 by converting, which is slower than float32)."""
     import torch
 
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without these probes: assume not
         return False

@@ -184,7 +184,10 @@ class Searcher:
         for space in self.spaces:
             batcher = self._batcher(space)
             if batcher is not None and space.encoder.loaded:
-                batcher.encode(["warm up"])
+                try:
+                    batcher.encode(["warm up"])
+                except Exception:  # a request meets the same error and reports it; the other spaces still warm up
+                    log.exception("warming up the query encodes of space %s failed", space.name)
 
     def close(self) -> None:
         """Stop the encoder threads."""
@@ -514,15 +517,13 @@ class Searcher:
         left out of its lexical matches."""
         found = run.common_terms.get(text)
         if found is None:
-            found = frozenset()
-            if self.settings.lexical_skip_weightless:
-                found = frozenset(
-                    term
-                    for lexical_field in LexicalField
-                    for term, score in self._term_scores(text, lexical_field).items()
-                    if weightless(score)
-                )
-            run.common_terms[text] = found
+            dropped: set[str] = set()
+            for lexical_field in LexicalField if self.settings.lexical_skip_weightless else ():
+                scores = self._term_scores(text, lexical_field)
+                common = {term for term, score in scores.items() if weightless(score)}
+                if any(score > 0 for term, score in scores.items() if term not in common):  # something else matches
+                    dropped |= common
+            found = run.common_terms[text] = frozenset(dropped)
         return found
 
     def _lexical_shares(self, text: str, item_ids: list[int], common: frozenset[str]) -> dict[int, float]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from cachetools import LRUCache
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from xmodal.errors import CatalogInUseError
@@ -219,10 +219,10 @@ class Catalog:
         self.url = url
         self._engine = connect(url)
         self._sessions = session_factory(self._engine)
-        # Vector id -> where it points. An embedding row never changes (a changed item gets new rows, ids are never
-        # reused), so what was read once stays true for as long as an index can return the id.
+        # Vector id -> where it points, kept until the catalog is next written (see resolve_vectors).
         self._vector_hits: LRUCache[int, VectorHit] = LRUCache(maxsize=max(1, vector_hit_cache))
         self._vector_hits_on = vector_hit_cache > 0
+        self._vector_hits_token: str | None = None  # the catalog's write token the kept hits were read under
         self._vector_hits_lock = threading.Lock()
 
     @classmethod
@@ -496,30 +496,43 @@ class Catalog:
                 )
 
     def resolve_vectors(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
-        """Vector id -> the item (and text span) it belongs to; ids without a row are left out. Ids read before
-        are answered from memory (a row deleted since is still answered: searches see deletions through the
-        index's tombstones, and the item's own row through :meth:`result_items`)."""
-        hits: dict[int, VectorHit] = {}
-        missing = list(vector_ids)
-        if self._vector_hits_on:
+        """Vector id -> the item (and text span) it belongs to; ids without a row (deleted) are left out.
+
+        Ids read before are answered from memory for as long as the catalog is not written: every write (of any
+        process) gives the catalog a new write token (``lexical.version``), and a new token empties what is kept,
+        so a vector deleted or replaced since (still in a loaded index until the next publication) is dropped as
+        it was before anything was kept. A call costs one primary-key read of the token, not a join per id."""
+        vector_ids = list(vector_ids)
+        with self._engine.connect() as connection:
+            if not self._vector_hits_on:
+                return self._read_vector_hits(connection, vector_ids)
+            token = lexical.version(connection)
+            hits: dict[int, VectorHit] = {}
             with self._vector_hits_lock:
+                if token != self._vector_hits_token:
+                    self._vector_hits.clear()
+                    self._vector_hits_token = token
                 for vector_id in vector_ids:
                     hit = self._vector_hits.get(vector_id)
                     if hit is not None:
                         hits[vector_id] = hit
             missing = [vector_id for vector_id in vector_ids if vector_id not in hits]
-        if not missing:
-            return hits
-        read: dict[int, VectorHit] = {}
-        with self._engine.connect() as connection:
-            for part in _chunks(missing):
-                rows = connection.execute(_RESOLVE_VECTORS, {"ids": part})
-                read.update({row[0]: VectorHit(*row[1:]) for row in rows})
-        if self._vector_hits_on and read:
-            with self._vector_hits_lock:
+            if not missing:
+                return hits
+            read = self._read_vector_hits(connection, missing)
+        with self._vector_hits_lock:
+            if self._vector_hits_token == token:  # not emptied for a newer write meanwhile
                 self._vector_hits.update(read)
         hits.update(read)
         return hits
+
+    @staticmethod
+    def _read_vector_hits(connection: Connection, vector_ids: list[int]) -> dict[int, VectorHit]:
+        read: dict[int, VectorHit] = {}
+        for part in _chunks(vector_ids):
+            rows = connection.execute(_RESOLVE_VECTORS, {"ids": part})
+            read.update({row[0]: VectorHit(*row[1:]) for row in rows})
+        return read
 
     def vector_ids_of_items(self, space: str, item_ids: Sequence[int]) -> dict[int, list[int]]:
         """Item id -> its vector ids in ``space``."""
