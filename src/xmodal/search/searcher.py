@@ -69,7 +69,9 @@ class _Run:
     candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
     modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
-    common_terms: dict[str, frozenset[str]] = field(default_factory=dict)  # text -> its terms most rows hold
+    # lexical: (text, field) -> each term's best score alone; text -> its terms BM25 gives no weight
+    term_scores: dict[tuple[str, LexicalField], dict[str, float]] = field(default_factory=dict)
+    common_terms: dict[str, frozenset[str]] = field(default_factory=dict)
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
 
@@ -500,7 +502,7 @@ class Searcher:
                 evidence[item_id].calibrated[source] = trust * value
         for source in run.lexical:
             text = run.query.parts[source.part].value
-            for item_id, share in self._lexical_shares(text, item_ids, self._common_terms(run, text)).items():
+            for item_id, share in self._lexical_shares(run, text, item_ids).items():
                 evidence[item_id].raw[source] = share
                 evidence[item_id].calibrated[source] = self.settings.lexical_top_z * share
         locations: dict[int, tuple[Source, int | None]] = {}
@@ -519,19 +521,19 @@ class Searcher:
         if found is None:
             dropped: set[str] = set()
             for lexical_field in LexicalField if self.settings.lexical_skip_weightless else ():
-                scores = self._term_scores(text, lexical_field)
+                scores = self._term_scores(run, text, lexical_field)
                 common = {term for term, score in scores.items() if weightless(score)}
                 if any(score > 0 for term, score in scores.items() if term not in common):  # something else matches
                     dropped |= common
             found = run.common_terms[text] = frozenset(dropped)
         return found
 
-    def _lexical_shares(self, text: str, item_ids: list[int], common: frozenset[str]) -> dict[int, float]:
+    def _lexical_shares(self, run: _Run, text: str, item_ids: list[int]) -> dict[int, float]:
         """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
         every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
         shares: dict[int, float] = {}
         for lexical_field in LexicalField:
-            ideal = self._ideal(text, lexical_field)
+            ideal = self._ideal(run, text, lexical_field)
             if ideal <= 0:
                 continue
             weight = 1.0 if lexical_field is LexicalField.WORDS else self.settings.lexical_phonetic_weight
@@ -541,20 +543,23 @@ class Searcher:
                 item_ids,
                 field=lexical_field,
                 stop=self._stopwords,
-                common=common,
+                common=self._common_terms(run, text),
             )
             for item_id, score in found:
                 shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
         return shares
 
-    def _ideal(self, text: str, lexical_field: LexicalField) -> float:
+    def _ideal(self, run: _Run, text: str, lexical_field: LexicalField) -> float:
         """``Catalog.lexical_ideal``, from the terms' kept best scores (:meth:`_term_scores`)."""
-        scores = self._term_scores(text, lexical_field)
+        scores = self._term_scores(run, text, lexical_field)
         return ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
 
-    def _term_scores(self, text: str, lexical_field: LexicalField) -> dict[str, float]:
-        """Each term of ``text``'s best score alone in ``lexical_field``, kept until the full-text table is next
-        written (a common word's costs a scan of every document holding it)."""
+    def _term_scores(self, run: _Run, text: str, lexical_field: LexicalField) -> dict[str, float]:
+        """Each term of ``text``'s best score alone in ``lexical_field``, read once per query and kept until the
+        full-text table is next written (a common word's costs a scan of every document holding it)."""
+        read = run.term_scores.get((text, lexical_field))
+        if read is not None:
+            return read
         terms = ideal_terms(text, lexical_field, self._stopwords)
         version = self.catalog.lexical_version()
         with self._term_lock:
@@ -571,6 +576,7 @@ class Searcher:
                     for term, score in found.items():
                         self._term_scores_kept[(version, lexical_field, term)] = score
             known.update(found)
+        run.term_scores[(text, lexical_field)] = known
         return known
 
     def _typical_similarities(self, names: set[str]) -> dict[str, float]:
