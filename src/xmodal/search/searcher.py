@@ -12,7 +12,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from cachetools import LRUCache
 
 from xmodal.config import Settings
 from xmodal.encoders.base import l2_normalise
@@ -25,6 +24,7 @@ from xmodal.search.cursors import CursorSigner
 from xmodal.search.embedding_cache import QueryEmbeddingCache
 from xmodal.search.filter_plans import FilterPlans
 from xmodal.search.fusion import Evidence, Fuser, Source, Weights, load_fitted_weights, ranked
+from xmodal.search.lexical_evidence import LexicalEvidence, QueryTerms
 from xmodal.search.ocr_match import OCR, ocr_match, ocr_origins
 from xmodal.search.query import (
     Contribution,
@@ -38,9 +38,8 @@ from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance
 from xmodal.search.retrieval import FilterPlan, search_space
 from xmodal.spaces import SpaceSet, VectorSpace
 from xmodal.store.catalog import Catalog, ItemKind, ResultItem
-from xmodal.store.filters import ItemFilter
 from xmodal.store.lexical import Field as LexicalField
-from xmodal.store.lexical import ideal_of, ideal_terms, stopwords_of, weightless
+from xmodal.store.lexical import stopwords_of
 
 log = logging.getLogger(__name__)
 LEXICAL = "lexical"
@@ -69,9 +68,7 @@ class _Run:
     candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
     modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
-    # lexical: (text, field) -> each term's best score alone; text -> its terms BM25 gives no weight
-    term_scores: dict[tuple[str, LexicalField], dict[str, float]] = field(default_factory=dict)
-    common_terms: dict[str, frozenset[str]] = field(default_factory=dict)
+    terms: QueryTerms = field(default_factory=QueryTerms)  # the lexical terms of its texts, read once
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
 
@@ -153,11 +150,7 @@ class Searcher:
             catalog, spaces, selective_below=settings.filter_selective_below, entries=settings.filter_cache_entries
         )
         self._direct_encodes = threading.BoundedSemaphore(settings.search_concurrency)  # image and audio parts
-        # (lexical table version, field, term) -> the term's best score alone
-        self._term_scores_kept: LRUCache[tuple[str | None, LexicalField, str], float] = LRUCache(
-            maxsize=settings.lexical_cache_size
-        )
-        self._term_lock = threading.Lock()
+        self.lexical = LexicalEvidence(catalog, settings, self._stopwords)
 
     @property
     def encode_batchers(self) -> dict[str, EncodeBatcher]:
@@ -402,44 +395,9 @@ class Searcher:
                 continue
             text = query.parts[source.part].value
             for lexical_field in LexicalField:
-                found = self._lexical_hits(
-                    text, lexical_field, pool, query.item_filter, selective, self._common_terms(run, text)
-                )
+                found = self.lexical.hits(run.terms, text, lexical_field, pool, query.item_filter, selective)
                 run.candidates.update(found)
         run.candidates -= excluded
-
-    def _lexical_hits(
-        self,
-        text: str,
-        lexical_field: LexicalField,
-        pool: int,
-        item_filter: ItemFilter,
-        selective: bool,
-        common: frozenset[str],
-    ) -> list[int]:
-        """The best ``pool`` lexical matches of ``text`` among the items the query's filter passes: searched within
-        them when the filter is selective, else in growing pages until ``pool`` of them pass."""
-        stop = self._stopwords
-        if item_filter.empty:
-            return [
-                i for i, _ in self.catalog.lexical_search(text, pool, field=lexical_field, stop=stop, common=common)
-            ]
-        if selective:
-            allowed = sorted(self.catalog.matching_ids(item_filter))
-            found = self.catalog.lexical_search(
-                text, pool, within=allowed, field=lexical_field, stop=stop, common=common
-            )
-            return [i for i, _ in sorted(found, key=lambda hit: (-hit[1], hit[0]))[:pool]]
-        limit = pool
-        while True:
-            found = [
-                i for i, _ in self.catalog.lexical_search(text, limit, field=lexical_field, stop=stop, common=common)
-            ]
-            passing = self.catalog.matching_ids(item_filter, within=found)
-            kept = [i for i in found if i in passing]
-            if len(kept) >= pool or len(found) < limit:
-                return kept[:pool]
-            limit *= 4
 
     def _space_vectors(self, run: _Run, space: str, item_ids: list[int]) -> dict[int, list[tuple[int, np.ndarray]]]:
         """Item id -> its (vector id, vector) pairs in ``space``, read once per search."""
@@ -502,7 +460,7 @@ class Searcher:
                 evidence[item_id].calibrated[source] = trust * value
         for source in run.lexical:
             text = run.query.parts[source.part].value
-            for item_id, share in self._lexical_shares(run, text, item_ids).items():
+            for item_id, share in self.lexical.shares(run.terms, text, item_ids).items():
                 evidence[item_id].raw[source] = share
                 evidence[item_id].calibrated[source] = self.settings.lexical_top_z * share
         locations: dict[int, tuple[Source, int | None]] = {}
@@ -513,71 +471,6 @@ class Searcher:
                 source = max(located, key=lambda s: (s.weight * found.calibrated[s], s.space, s.part))
                 locations[item_id] = (source, best_vector[(item_id, source)])
         return evidence, locations
-
-    def _common_terms(self, run: _Run, text: str) -> frozenset[str]:
-        """The terms of ``text`` that BM25 gives no weight (``lexical_skip_weightless``), once per query: they are
-        left out of its lexical matches."""
-        found = run.common_terms.get(text)
-        if found is None:
-            dropped: set[str] = set()
-            for lexical_field in LexicalField if self.settings.lexical_skip_weightless else ():
-                scores = self._term_scores(run, text, lexical_field)
-                common = {term for term, score in scores.items() if weightless(score)}
-                if any(score > 0 for term, score in scores.items() if term not in common):  # something else matches
-                    dropped |= common
-            found = run.common_terms[text] = frozenset(dropped)
-        return found
-
-    def _lexical_shares(self, run: _Run, text: str, item_ids: list[int]) -> dict[int, float]:
-        """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
-        every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
-        shares: dict[int, float] = {}
-        for lexical_field in LexicalField:
-            ideal = self._ideal(run, text, lexical_field)
-            if ideal <= 0:
-                continue
-            weight = 1.0 if lexical_field is LexicalField.WORDS else self.settings.lexical_phonetic_weight
-            found = self.catalog.lexical_search(
-                text,
-                len(item_ids),
-                item_ids,
-                field=lexical_field,
-                stop=self._stopwords,
-                common=self._common_terms(run, text),
-            )
-            for item_id, score in found:
-                shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
-        return shares
-
-    def _ideal(self, run: _Run, text: str, lexical_field: LexicalField) -> float:
-        """``Catalog.lexical_ideal``, from the terms' kept best scores (:meth:`_term_scores`)."""
-        scores = self._term_scores(run, text, lexical_field)
-        return ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
-
-    def _term_scores(self, run: _Run, text: str, lexical_field: LexicalField) -> dict[str, float]:
-        """Each term of ``text``'s best score alone in ``lexical_field``, read once per query and kept until the
-        full-text table is next written (a common word's costs a scan of every document holding it)."""
-        read = run.term_scores.get((text, lexical_field))
-        if read is not None:
-            return read
-        terms = ideal_terms(text, lexical_field, self._stopwords)
-        version = self.catalog.lexical_version()
-        with self._term_lock:
-            known = {
-                t: self._term_scores_kept[key]
-                for t in terms
-                if (key := (version, lexical_field, t)) in self._term_scores_kept
-            }
-        missing = [term for term in dict.fromkeys(terms) if term not in known]
-        if missing:
-            found = dict(zip(missing, self.catalog.lexical_term_scores(missing, lexical_field), strict=True))
-            if self._term_scores_kept.maxsize and self.catalog.lexical_version() == version:  # no write meanwhile
-                with self._term_lock:
-                    for term, score in found.items():
-                        self._term_scores_kept[(version, lexical_field, term)] = score
-            known.update(found)
-        run.term_scores[(text, lexical_field)] = known
-        return known
 
     def _typical_similarities(self, names: set[str]) -> dict[str, float]:
         """Per space of ``names`` (those the candidates are compared in: already open), how alike two of its random

@@ -1,0 +1,118 @@
+"""The lexical space's part of a search: its candidates, and how much of a query each candidate matched.
+
+A share is an item's BM25 over that of a document holding every query term (the "ideal": the sum of each term's
+best score alone), so a match on one common word of six is weak. Each term's best score alone is kept per server
+until the full-text table is next written; the terms BM25 gives no weight are left out of the matches (see
+:func:`xmodal.store.lexical.weightless`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from xmodal.config import Settings
+from xmodal.store.catalog import Catalog
+from xmodal.store.filters import ItemFilter
+from xmodal.store.lexical import Field, ideal_of, ideal_terms, weightless
+
+
+@dataclass
+class QueryTerms:
+    """What one search read of its query texts' terms, so it reads it once."""
+
+    scores: dict[tuple[str, Field], dict[str, float]] = field(default_factory=dict)  # each term's best score alone
+    weightless: dict[str, frozenset[str]] = field(default_factory=dict)  # text -> its terms BM25 gives no weight
+
+
+class LexicalEvidence:
+    """Lexical candidates and shares over a catalog's full-text table. Thread-safe."""
+
+    def __init__(self, catalog: Catalog, settings: Settings, stopwords: frozenset[str]) -> None:
+        self.catalog = catalog
+        self._stopwords = stopwords
+        self._skip_weightless = settings.lexical_skip_weightless
+        self._phonetic_weight = settings.lexical_phonetic_weight
+        # (lexical table version, field, term) -> the term's best score alone
+        self._kept: LRUCache[tuple[str | None, Field, str], float] = LRUCache(maxsize=settings.lexical_cache_size)
+        self._lock = threading.Lock()
+
+    def hits(
+        self, terms: QueryTerms, text: str, lexical_field: Field, pool: int, item_filter: ItemFilter, selective: bool
+    ) -> list[int]:
+        """The best ``pool`` lexical matches of ``text`` among the items the query's filter passes: searched within
+        them when the filter is selective, else in growing pages until ``pool`` of them pass."""
+        options = {"field": lexical_field, "stop": self._stopwords, "common": self._weightless(terms, text)}
+        if item_filter.empty:
+            return [i for i, _ in self.catalog.lexical_search(text, pool, **options)]  # type: ignore[arg-type]
+        if selective:
+            allowed = sorted(self.catalog.matching_ids(item_filter))
+            found = self.catalog.lexical_search(text, pool, within=allowed, **options)  # type: ignore[arg-type]
+            return [i for i, _ in sorted(found, key=lambda hit: (-hit[1], hit[0]))[:pool]]
+        limit = pool
+        while True:
+            found_ids = [i for i, _ in self.catalog.lexical_search(text, limit, **options)]  # type: ignore[arg-type]
+            passing = self.catalog.matching_ids(item_filter, within=found_ids)
+            kept = [i for i in found_ids if i in passing]
+            if len(kept) >= pool or len(found_ids) < limit:
+                return kept[:pool]
+            limit *= 4
+
+    def shares(self, terms: QueryTerms, text: str, item_ids: list[int]) -> dict[int, float]:
+        """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
+        every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
+        shares: dict[int, float] = {}
+        for lexical_field in Field:
+            scores = self._term_scores(terms, text, lexical_field)
+            ideal = ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
+            if ideal <= 0:
+                continue
+            weight = 1.0 if lexical_field is Field.WORDS else self._phonetic_weight
+            found = self.catalog.lexical_search(
+                text,
+                len(item_ids),
+                item_ids,
+                field=lexical_field,
+                stop=self._stopwords,
+                common=self._weightless(terms, text),
+            )
+            for item_id, score in found:
+                shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
+        return shares
+
+    def _weightless(self, terms: QueryTerms, text: str) -> frozenset[str]:
+        """The terms of ``text`` that BM25 gives no weight (``lexical_skip_weightless``), once per search: they are
+        left out of its matches, unless nothing else of the query matches anything."""
+        found = terms.weightless.get(text)
+        if found is None:
+            dropped: set[str] = set()
+            for lexical_field in Field if self._skip_weightless else ():
+                scores = self._term_scores(terms, text, lexical_field)
+                common = {term for term, score in scores.items() if weightless(score)}
+                if any(score > 0 for term, score in scores.items() if term not in common):  # something else matches
+                    dropped |= common
+            found = terms.weightless[text] = frozenset(dropped)
+        return found
+
+    def _term_scores(self, terms: QueryTerms, text: str, lexical_field: Field) -> dict[str, float]:
+        """Each term of ``text``'s best score alone in ``lexical_field``, read once per search and kept until the
+        full-text table is next written (a common word's costs a scan of every document holding it)."""
+        read = terms.scores.get((text, lexical_field))
+        if read is not None:
+            return read
+        wanted = ideal_terms(text, lexical_field, self._stopwords)
+        version = self.catalog.lexical_version()
+        with self._lock:
+            known = {t: self._kept[key] for t in wanted if (key := (version, lexical_field, t)) in self._kept}
+        missing = [term for term in dict.fromkeys(wanted) if term not in known]
+        if missing:
+            found = dict(zip(missing, self.catalog.lexical_term_scores(missing, lexical_field), strict=True))
+            if self._kept.maxsize and self.catalog.lexical_version() == version:  # no write meanwhile
+                with self._lock:
+                    for term, score in found.items():
+                        self._kept[(version, lexical_field, term)] = score
+            known.update(found)
+        terms.scores[(text, lexical_field)] = known
+        return known
