@@ -246,3 +246,29 @@ def test_an_unchanged_index_run_without_clip_weights_imports_no_model_library(
     assert json.loads(again.stdout)["unchanged"] == 3
     imported = _imported(again.stderr)
     assert not imported & MODEL_LIBRARIES, imported & MODEL_LIBRARIES
+
+
+def test_a_catalog_from_a_newer_xmodal_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A home a newer xmodal has migrated past what this one knows: one line saying so, a non-zero exit, no
+    traceback, and the catalog left as the newer version wrote it."""
+    from sqlalchemy import create_engine, text
+
+    from xmodal.store.catalog import Catalog
+
+    database = tmp_path / "home" / "catalog.db"
+    Catalog.open(f"sqlite:///{database}").close()
+    with create_engine(f"sqlite:///{database}").begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("XMODAL_")},
+        "XMODAL_HOME": str(tmp_path / "home"),
+        "XMODAL_DEVICE": "cpu",
+        "COLUMNS": "200",
+    }
+    for command in (["stats"], ["search", "wombat"]):
+        done = _xmodal(env, *command)
+        assert done.returncode != 0
+        assert "written by a newer xmodal" in done.stderr and "pip install -U xmodal" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    with create_engine(f"sqlite:///{database}").connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999"

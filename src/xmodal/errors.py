@@ -8,7 +8,8 @@
     ├── InvalidQueryError        a query is empty, too long or asks for something impossible
     ├── NotFoundError            an item, space or file does not exist
     ├── IndexLockedError         another indexer is running on the same home
-    └── CatalogInUseError        the catalog database belongs to another home
+    ├── CatalogInUseError        the catalog database belongs to another home
+    └── CatalogTooNewError       the catalog database was written by a newer xmodal
 
 Errors raised by lower libraries are translated here at the boundary and chained with ``from exc``.
 """
@@ -63,6 +64,10 @@ class IndexLockedError(XmodalError):
 
 class CatalogInUseError(XmodalError):
     """The catalog database describes another home's vectors; each home needs its own catalog."""
+
+
+class CatalogTooNewError(XmodalError):
+    """The catalog's schema is newer than this xmodal knows: a newer version wrote it, and this one must not."""
 
 
 class InvalidCursorError(InvalidQueryError):

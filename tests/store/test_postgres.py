@@ -9,15 +9,17 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from tests.conftest import make_settings, write_corpus
 from tests.search.test_filters import check_filters, filter_strategy, item_strategy
 from xmodal.config import Settings
 from xmodal.encoders import Encoder
 from xmodal.engine import Engine
+from xmodal.errors import CatalogTooNewError
 from xmodal.store.catalog import Catalog, ItemRecord, NewEmbedding, WriteRequest
 
 
@@ -41,6 +43,19 @@ def test_migrations_and_lexical_search_on_postgres(postgres_url: str) -> None:
         catalog.write_items([request("/zoo/bike.png", "A red tricycle")])  # replaced, not duplicated
         assert catalog.lexical_search("bicycle", 5) == []
         assert catalog.lexical_size() == 2
+    finally:
+        catalog.close()
+
+
+def test_a_catalog_migrated_by_a_newer_xmodal_is_left_alone(postgres_url: str) -> None:
+    catalog = Catalog.open(postgres_url)
+    try:
+        with catalog._engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        with pytest.raises(CatalogTooNewError, match="written by a newer xmodal"):
+            Catalog.open(postgres_url)
+        with catalog._engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999"
     finally:
         catalog.close()
 

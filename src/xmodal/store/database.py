@@ -6,9 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from xmodal.errors import CatalogTooNewError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -42,9 +46,21 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Apply every pending migration (a no-op when the schema is current)."""
+    """Apply every pending migration (a no-op when the schema is current); ``CatalogTooNewError``, with nothing
+    written, when a newer xmodal has already taken the schema past what this one knows."""
     config = alembic_config(engine)
+    scripts = ScriptDirectory.from_config(config)
     with engine.begin() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+        known = {script.revision for script in scripts.walk_revisions()}
+        unknown = sorted(set(current) - known)
+        if unknown:
+            where = engine.url.render_as_string(hide_password=True)
+            raise CatalogTooNewError(
+                f"The catalog {where} has schema revision {', '.join(unknown)}, written by a newer xmodal; this "
+                f"version knows revisions up to {scripts.get_current_head()}. Upgrade xmodal (pip install -U "
+                "xmodal) on this machine to open it; this version leaves it as it is."
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
