@@ -90,3 +90,53 @@ def test_a_repeated_single_space_query_reads_only_its_results_from_the_catalog(
     assert {r.modality for r in again} == {"image"} and len(again) == 4
     assert not [s for s in statements if "FROM embeddings" in s and "JOIN items" in s]  # no vector resolution
     assert not [s for s in statements if "FROM items" in s and "items.id IN" in s and "items.path" not in s]
+
+
+def test_a_one_space_query_takes_its_own_search_order_and_scores(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, encoder_pool: Callable[..., Encoder]
+) -> None:
+    """One space, one part, nothing reranked (clip-retrieval's /knn-service): the search's own scores are the
+    evidence (no candidate's vectors read back from the catalog), a page and one more are fetched, and the pages
+    are what an exact scan of the space ranks, with the same scores."""
+    import numpy as np
+    from sqlalchemy import event
+
+    from tests.conftest import write_corpus
+    from xmodal.search.query import QueryPart
+    from xmodal.search.searcher import encode_part
+
+    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir, query_cache_size=0)
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        engine.index([write_corpus(tmp_path / "corpus", images=8, texts=6)])
+        space = engine.spaces["clip"]
+        ids, vectors = space.stored_index().vectors()
+        scores = vectors @ encode_part(space, QueryPart.text("a photo"))
+        hits = engine.catalog.resolve_vectors(ids.tolist())
+        best: dict[int, float] = {}
+        for vector_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
+            if vector_id in hits and hits[vector_id].modality == "image":
+                item_id = hits[vector_id].item_id
+                best[item_id] = max(best.get(item_id, -np.inf), score)
+        exact = sorted(best, key=lambda item_id: (-best[item_id], item_id))
+
+        def page(cursor: str | None = None) -> tuple[list[int], list[float], str | None]:
+            query = engine.build_query(
+                text="a photo", space="clip", k=3, modalities=["image"], collapse_duplicates=False, cursor=cursor
+            )
+            response = engine.query(query)
+            return (
+                [r.item_id for r in response.results],
+                [r.space_scores["clip"] for r in response.results],
+                response.next_cursor,
+            )
+
+        page()  # the space's null sample (drawn once per publication) is read now
+        statements: list[str] = []
+        event.listen(engine.catalog.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        first, first_scores, cursor = page()
+        assert not [s for s in statements if "FROM embeddings" in s and "embeddings.item_id IN" in s]
+        second, _, _ = page(cursor)
+        third, _, last = page(page(cursor)[2])
+    assert first + second + third == exact[:9][: len(first + second + third)]
+    assert len(first + second + third) == 8 and last is None
+    assert np.allclose(first_scores, [best[item_id] for item_id in first], atol=1e-5)

@@ -120,6 +120,7 @@ class SpaceHit:
     space: str
     start: int | None = None
     end: int | None = None
+    vector_id: int | None = None  # the best chunk's vector
 
 
 @dataclass(frozen=True, slots=True)

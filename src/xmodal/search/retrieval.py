@@ -71,5 +71,7 @@ def _best_per_item(space: VectorSpace, scores: np.ndarray, ids: np.ndarray) -> l
             continue
         current = best.get(hit.item_id)
         if current is None or score > current.score:
-            best[hit.item_id] = SpaceHit(hit.item_id, float(score), hit.modality, space.name, hit.start, hit.end)
+            best[hit.item_id] = SpaceHit(
+                hit.item_id, float(score), hit.modality, space.name, hit.start, hit.end, vector_id
+            )
     return sorted(best.values(), key=lambda h: (-h.score, h.item_id))

@@ -68,6 +68,8 @@ class _Run:
     candidates: set[int] = field(default_factory=set)  # items found by a positive part
     item_vectors: dict[str, dict[int, list[tuple[int, np.ndarray]]]] = field(default_factory=dict)
     modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
+    # per dense source, the items its search found with exact scores: item id -> (best vector id, score)
+    found: dict[Source, dict[int, tuple[int, float]]] = field(default_factory=dict)
     terms: QueryTerms = field(default_factory=QueryTerms)  # the lexical terms of its texts, read once
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
@@ -375,8 +377,7 @@ class Searcher:
     def _gather_candidates(self, run: _Run) -> None:
         query = run.query
         excluded = {int(p.value) for p in query.parts if p.kind is PartKind.ITEM}
-        wanted = max(self.settings.fusion_candidates, 2 * (query.offset + query.k))
-        pool = min(wanted, self.settings.max_candidates) + len(excluded)
+        pool = min(self._candidates_wanted(run), self.settings.max_candidates) + len(excluded)
         plans: dict[str, FilterPlan] = {}
         if self.filters.nothing_passes(query.item_filter):
             return  # the catalog knows no item passes: nothing to search
@@ -387,9 +388,13 @@ class Searcher:
             space = self.spaces[source.space]
             if source.space not in plans:
                 plans[source.space] = self.filters.plan(space, query.item_filter)
+            snapshot = space.stored_index()
+            exact = run.found.setdefault(source, {}) if snapshot is not None and snapshot.exact_scores else None
             for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
                 run.candidates.add(hit.item_id)
                 run.modalities[hit.item_id] = hit.modality
+                if exact is not None and hit.vector_id is not None:
+                    exact[hit.item_id] = (hit.vector_id, hit.score)
         for source in run.lexical:
             if source.weight <= 0:
                 continue
@@ -398,6 +403,17 @@ class Searcher:
                 found = self.lexical.hits(run.terms, text, lexical_field, pool, query.item_filter, selective)
                 run.candidates.update(found)
         run.candidates -= excluded
+
+    def _candidates_wanted(self, run: _Run) -> int:
+        """How many candidates each source brings: a page and one more (is there a next page?) when one space is
+        searched with one part and nothing reorders its hits, since its own order is then the answer; else
+        ``fusion_candidates`` (at least twice the page), for fusion and reranking to choose from."""
+        query = run.query
+        page = query.offset + query.k
+        alone = len(run.dense) + len(run.lexical) == 1 and query.space is not None
+        if alone and not query.collapse_duplicates and query.diversity <= 0:
+            return page + 1
+        return max(self.settings.fusion_candidates, 2 * page)
 
     def _space_vectors(self, run: _Run, space: str, item_ids: list[int]) -> dict[int, list[tuple[int, np.ndarray]]]:
         """Item id -> its (vector id, vector) pairs in ``space``, read once per search."""
@@ -432,19 +448,29 @@ class Searcher:
             )
             part = run.query.parts[source.part]
             agreement = space_agreement(space, part, text_space_searched=text_only) if fusing else {}
-            owned = self._space_vectors(run, source.space, item_ids)
-            scored = [item_id for item_id in item_ids if owned.get(item_id)]
+            # The items this source's own search found are scored already (exactly: see ``_Run.found``); the other
+            # candidates' vectors are read, one product for all of them, then each item's best vector (the first
+            # of equal ones).
+            known = run.found.get(source, {})
+            unknown = [item_id for item_id in item_ids if item_id not in known]
+            owned = self._space_vectors(run, source.space, unknown) if unknown else {}
+            read = [item_id for item_id in unknown if owned.get(item_id)]
+            if read:
+                scores = np.stack([vector for item_id in read for _, vector in owned[item_id]]) @ query_vector
+                position = 0
+                for item_id in read:
+                    pairs = owned[item_id]
+                    count = len(pairs)
+                    best = position + (int(np.argmax(scores[position : position + count])) if count > 1 else 0)
+                    evidence[item_id].raw[source] = float(scores[best])
+                    best_vector[(item_id, source)] = pairs[best - position][0]
+                    position += count
+            for item_id in item_ids:
+                if item_id in known:
+                    best_vector[(item_id, source)], evidence[item_id].raw[source] = known[item_id]
+            scored = [item_id for item_id in item_ids if source in evidence[item_id].raw]
             if not scored:
                 continue
-            # One product for every candidate's vectors, then each item's best vector (the first of equal ones).
-            scores = np.stack([vector for item_id in scored for _, vector in owned[item_id]]) @ query_vector
-            position = 0
-            for item_id in scored:
-                pairs = owned[item_id]
-                best = position + (int(np.argmax(scores[position : position + len(pairs)])) if len(pairs) > 1 else 0)
-                evidence[item_id].raw[source] = float(scores[best])
-                best_vector[(item_id, source)] = pairs[best - position][0]
-                position += len(pairs)
             raw = [evidence[item_id].raw[source] for item_id in scored]
             if calibration is None:
                 calibrated = index.calibrated(np.asarray(raw, dtype=np.float32)).tolist()

@@ -80,6 +80,12 @@ class SpaceSnapshot:
         return max(self.segments, key=lambda s: s.info.count).kind
 
     @property
+    def exact_scores(self) -> bool:
+        """Whether a search's scores are the exact inner products with the raw vectors: true unless a segment is
+        compressed (IVF-PQ), whose scores are estimates."""
+        return all(segment.kind is not IndexKind.IVFPQ for segment in self.segments)
+
+    @property
     def tuning(self) -> SearchTuning:
         if not self.segments:
             return SearchTuning()
