@@ -16,7 +16,7 @@ from xmodal.encoders import Encoder
 from xmodal.engine import Engine
 from xmodal.errors import ConfigError, InvalidQueryError
 from xmodal.search.fusion import Evidence, Fuser, Source
-from xmodal.search.query import QueryPart
+from xmodal.search.query import QueryPart, SearchResult
 from xmodal.search.rerank import collapse_duplicates, maximal_marginal_relevance, similarity_matrix
 
 SHOP = {
@@ -162,6 +162,33 @@ def test_exact_duplicates_fold_into_one_result(engine: Engine, tmp_path: Path) -
     assert ("image_002.png" in paths) != ("copy_of_image_002.png" in paths)  # exactly one of the pair is shown
     shown = results[paths.index("image_002.png" if "image_002.png" in paths else "copy_of_image_002.png")]
     assert len(shown.duplicates) >= 1
+
+
+def test_folding_looks_further_while_the_page_is_not_full_and_pages_stay_whole(engine: Engine, tmp_path: Path) -> None:
+    """Folding reads the best-ranked candidates first (twice the page) and more while copies leave the page short:
+    five copies of one image at the top of every page of one still give a full page, the copies' count, and pages
+    that together show every distinct image once."""
+    root = write_corpus(tmp_path / "corpus", images=6, texts=0)
+    for number in range(4):
+        shutil.copy(root / "image_002.png", root / f"copy_{number}_of_image_002.png")
+    engine.index([root])
+
+    def page(cursor: str | None) -> tuple[list[SearchResult], str | None]:
+        query = engine.build_query(
+            image=root / "image_002.png", k=1, space="clip", collapse_duplicates=True, cursor=cursor
+        )
+        response = engine.query(query)
+        return response.results, response.next_cursor
+
+    first, cursor = page(None)
+    assert len(first) == 1 and len(first[0].duplicates) == 4
+    assert Path(first[0].path).name.endswith("image_002.png")
+    shown = [first[0].path]
+    while cursor is not None:
+        results, cursor = page(cursor)
+        shown += [r.path for r in results]
+    names = sorted(Path(p).name for p in shown)
+    assert len(names) == 6 and sum("image_002" in name for name in names) == 1
 
 
 def test_maximal_marginal_relevance_spreads_near_copies() -> None:

@@ -150,6 +150,16 @@ class QueryCalibration:
         null = self.nulls.get(modality) or self.nulls[None]
         return float(null.z(score))
 
+    def z_each(self, scores: np.ndarray, modalities: Sequence[str | None]) -> list[float]:
+        """:meth:`z` of each score against its item's modality, one array operation per modality."""
+        result = np.empty(len(scores), dtype=np.float64)
+        kinds = np.asarray(modalities, dtype=object)
+        for modality in set(modalities):
+            mask = kinds == modality
+            null = self.nulls.get(modality) or self.nulls[None]
+            result[mask] = null.z(scores[mask])
+        return result.tolist()
+
 
 def sample_items(
     snapshot: SpaceSnapshot, catalog: Catalog, *, size: int, key: str | None = None, seed: int = 0

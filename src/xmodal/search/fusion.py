@@ -21,14 +21,15 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from xmodal.config import FusionMethod
 from xmodal.errors import ConfigError
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where evidence comes from: a space searched with one query part."""
+class Source(NamedTuple):
+    """Where evidence comes from: a space searched with one query part. (A named tuple: it keys every
+    candidate's evidence, and a tuple hashes in C.)"""
 
     space: str
     part: int

@@ -70,6 +70,7 @@ class _Run:
     modalities: dict[int, str | None] = field(default_factory=dict)  # candidates found by a space: their modality
     # per dense source, the items its search found with exact scores: item id -> (best vector id, score)
     found: dict[Source, dict[int, tuple[int, float]]] = field(default_factory=dict)
+    kinds: dict[int, ItemKind] = field(default_factory=dict)  # candidates' modality and content hash, once read
     terms: QueryTerms = field(default_factory=QueryTerms)  # the lexical terms of its texts, read once
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
@@ -246,22 +247,16 @@ class Searcher:
     def _rerank(
         self, run: _Run, order: list[int], fused: dict[int, tuple[float, dict[Source, float]]]
     ) -> tuple[list[int], dict[int, list[int]]]:
-        """Fold near-duplicates and diversify, as the query asks."""
+        """Fold near-duplicates and diversify, as the query asks. Folding alone looks at the best-ranked
+        candidates first, twice the page, and at four times as many while the page is not full: an item's fate
+        depends only on those above it, so the page is the same as over every candidate, and its "+N" counts the
+        duplicates among the candidates looked at."""
         query = run.query
-        folded: dict[int, list[int]] = {}
-        if query.collapse_duplicates or query.diversity > 0:
-            kinds = self.catalog.item_kinds(order)
-            representatives = self._representatives(run, kinds)
-            compared = {name for vectors in representatives.values() for name in vectors}
-            similarity = similarity_matrix(order, representatives, self._typical_similarities(compared))
+        if query.diversity > 0:
+            folded: dict[int, list[int]] = {}
+            similarity = self._similarity(run, order)
             if query.collapse_duplicates:
-                hashes = {item_id: kind.content_hash for item_id, kind in kinds.items()}
-                kept, folded = collapse_duplicates(
-                    order, similarity=similarity, hashes=hashes, threshold=self.settings.duplicate_threshold
-                )
-                positions = {item_id: position for position, item_id in enumerate(order)}
-                keep = [positions[item_id] for item_id in kept]
-                order, similarity = kept, similarity[np.ix_(keep, keep)]
+                order, folded, similarity = self._collapse(run, order, similarity)
             order = maximal_marginal_relevance(
                 order,
                 scores={i: fused[i][0] for i in order},
@@ -269,7 +264,42 @@ class Searcher:
                 diversity=query.diversity,
                 count=query.offset + query.k,
             )
-        return order, folded
+            return order, folded
+        if not query.collapse_duplicates:
+            return order, {}
+        wanted = query.offset + query.k + 1  # the page, and whether another follows
+        size = min(len(order), 2 * wanted)
+        while True:
+            head = order[:size]
+            kept, folded, _ = self._collapse(run, head, self._similarity(run, head))
+            if len(kept) >= wanted or size >= len(order):
+                return kept, folded
+            size = min(len(order), 4 * size)
+
+    def _similarity(self, run: _Run, order: list[int]) -> np.ndarray:
+        """Pairwise similarity of ``order``'s items by their own-modality vectors (see ``rerank``)."""
+        representatives = self._representatives(run, self._kinds(run, order))
+        compared = {name for vectors in representatives.values() for name in vectors}
+        return similarity_matrix(order, representatives, self._typical_similarities(compared))
+
+    def _kinds(self, run: _Run, item_ids: list[int]) -> dict[int, ItemKind]:
+        """Modality and content hash of ``item_ids``, read once per search."""
+        missing = [item_id for item_id in item_ids if item_id not in run.kinds]
+        if missing:
+            run.kinds.update(self.catalog.item_kinds(missing))
+        return {item_id: run.kinds[item_id] for item_id in item_ids if item_id in run.kinds}
+
+    def _collapse(
+        self, run: _Run, order: list[int], similarity: np.ndarray
+    ) -> tuple[list[int], dict[int, list[int]], np.ndarray]:
+        """(kept ids, kept id -> ids folded into it, the kept ones' similarity matrix)."""
+        hashes = {item_id: kind.content_hash for item_id, kind in self._kinds(run, order).items()}
+        kept, folded = collapse_duplicates(
+            order, similarity=similarity, hashes=hashes, threshold=self.settings.duplicate_threshold
+        )
+        positions = {item_id: position for position, item_id in enumerate(order)}
+        keep = [positions[item_id] for item_id in kept]
+        return kept, folded, similarity[np.ix_(keep, keep)]
 
     # sources ---------------------------------------------------------------------------------------------
 
@@ -475,10 +505,8 @@ class Searcher:
             if calibration is None:
                 calibrated = index.calibrated(np.asarray(raw, dtype=np.float32)).tolist()
             else:
-                calibrated = [
-                    calibration.z(value, run.modalities.get(item_id) if fusing else None)
-                    for item_id, value in zip(scored, raw, strict=True)
-                ]
+                modalities = [run.modalities.get(item_id) if fusing else None for item_id in scored]
+                calibrated = calibration.z_each(np.asarray(raw, dtype=np.float64), modalities)
             for item_id, value in zip(scored, calibrated, strict=True):
                 modality = run.modalities.get(item_id)
                 # An item only a lexical match found has no modality here: its least trusted pair counts.
@@ -522,11 +550,11 @@ class Searcher:
                 continue
             for item_id, pairs in self._space_vectors(run, space.name, own).items():
                 if item_id in result and pairs:
-                    if len(pairs) == 1:  # the mean of one vector is that vector
-                        mean = pairs[0][1].reshape(1, -1)
+                    if len(pairs) == 1:  # the mean of one (unit) vector is that vector
+                        result[item_id][space.name] = pairs[0][1]
                     else:
                         mean = np.stack([vector for _, vector in pairs]).mean(axis=0, keepdims=True)
-                    result[item_id][space.name] = l2_normalise(mean)[0]
+                        result[item_id][space.name] = l2_normalise(mean)[0]
         return result
 
     # results ---------------------------------------------------------------------------------------------
