@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import make_settings
 from xmodal.encoders.base import Encoder
 from xmodal.engine import Engine
@@ -140,3 +142,37 @@ def test_a_one_space_query_takes_its_own_search_order_and_scores(
     assert first + second + third == exact[:9][: len(first + second + third)]
     assert len(first + second + third) == 8 and last is None
     assert np.allclose(first_scores, [best[item_id] for item_id in first], atol=1e-5)
+
+
+def test_a_query_whose_hits_are_every_match_asks_the_full_text_table_once_per_field(
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    tiny_clap_dir: Path,
+    encoder_pool: Callable[..., Encoder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A query word few texts hold: its lexical hits are every match, so each candidate's share is known from
+    them (the full-text table is walked once per field, not twice), and the fused answer is the long way's."""
+    from sqlalchemy import event
+
+    from tests.conftest import write_corpus
+    from xmodal.search.lexical_evidence import LexicalEvidence
+
+    settings = make_settings(tmp_path / "home", tiny_clip_dir, tiny_clap_dir, query_cache_size=0)
+    corpus = write_corpus(tmp_path / "corpus", images=4, texts=8)
+    (corpus / "walrus.txt").write_text("a walrus resting on the sea ice")
+
+    def answer(engine: Engine) -> list[tuple[str, float]]:
+        results = engine.query(engine.build_query(text="walrus on ice", k=6)).results
+        return [(Path(r.path).name, r.score) for r in results]
+
+    with Engine.open(settings=settings, build_encoder=encoder_pool) as engine:
+        engine.index([corpus])
+        answer(engine)  # term scores and null samples read once
+        statements: list[str] = []
+        event.listen(engine.catalog.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        short = answer(engine)
+        assert len([s for s in statements if "MATCH" in s]) == 2  # the hits of the words and of the sounds
+        monkeypatch.setattr(LexicalEvidence, "_note_if_every_match", staticmethod(lambda *_: None))
+        long = answer(engine)
+    assert short == long and short[0][0] == "walrus.txt"

@@ -25,6 +25,8 @@ class QueryTerms:
 
     scores: dict[tuple[str, Field], dict[str, float]] = field(default_factory=dict)  # each term's best score alone
     weightless: dict[str, frozenset[str]] = field(default_factory=dict)  # text -> its terms BM25 gives no weight
+    # (text, field) -> every item the text matches there (item id -> score), when its hits were all of them
+    every_match: dict[tuple[str, Field], dict[int, float]] = field(default_factory=dict)
 
 
 class LexicalEvidence:
@@ -46,19 +48,33 @@ class LexicalEvidence:
         them when the filter is selective, else in growing pages until ``pool`` of them pass."""
         options = {"field": lexical_field, "stop": self._stopwords, "common": self._weightless(terms, text)}
         if item_filter.empty:
-            return [i for i, _ in self.catalog.lexical_search(text, pool, **options)]  # type: ignore[arg-type]
+            found = self.catalog.lexical_search(text, pool, **options)  # type: ignore[arg-type]
+            self._note_if_every_match(terms, text, lexical_field, found, pool)
+            return [i for i, _ in found]
         if selective:
             allowed = sorted(self.catalog.matching_ids(item_filter))
             found = self.catalog.lexical_search(text, pool, within=allowed, **options)  # type: ignore[arg-type]
+            self._note_if_every_match(terms, text, lexical_field, found, pool)
             return [i for i, _ in sorted(found, key=lambda hit: (-hit[1], hit[0]))[:pool]]
         limit = pool
         while True:
-            found_ids = [i for i, _ in self.catalog.lexical_search(text, limit, **options)]  # type: ignore[arg-type]
-            passing = self.catalog.matching_ids(item_filter, within=found_ids)
-            kept = [i for i in found_ids if i in passing]
-            if len(kept) >= pool or len(found_ids) < limit:
-                return kept[:pool]
+            found = self.catalog.lexical_search(text, limit, **options)  # type: ignore[arg-type]
+            passing = self.catalog.matching_ids(item_filter, within=[i for i, _ in found])
+            kept = [(i, score) for i, score in found if i in passing]
+            if len(kept) >= pool or len(found) < limit:
+                self._note_if_every_match(terms, text, lexical_field, kept, pool)
+                return [i for i, _ in kept[:pool]]
             limit *= 4
+
+    @staticmethod
+    def _note_if_every_match(
+        terms: QueryTerms, text: str, lexical_field: Field, found: list[tuple[int, float]], pool: int
+    ) -> None:
+        """Keep the matches of ``text`` when they are all the items (that the filter passes) it matches at all:
+        fewer than ``pool`` came back. Every candidate of the search passes the filter, so its share in this field
+        is then known without asking the full-text table again."""
+        if len(found) < pool:
+            terms.every_match[(text, lexical_field)] = dict(found)
 
     def shares(self, terms: QueryTerms, text: str, item_ids: list[int]) -> dict[int, float]:
         """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
@@ -70,14 +86,18 @@ class LexicalEvidence:
             if ideal <= 0:
                 continue
             weight = 1.0 if lexical_field is Field.WORDS else self._phonetic_weight
-            found = self.catalog.lexical_search(
-                text,
-                len(item_ids),
-                item_ids,
-                field=lexical_field,
-                stop=self._stopwords,
-                common=self._weightless(terms, text),
-            )
+            every = terms.every_match.get((text, lexical_field))
+            if every is not None:  # the hits were every match: an item not among them matches nothing here
+                found = [(item_id, every[item_id]) for item_id in item_ids if item_id in every]
+            else:
+                found = self.catalog.lexical_search(
+                    text,
+                    len(item_ids),
+                    item_ids,
+                    field=lexical_field,
+                    stop=self._stopwords,
+                    common=self._weightless(terms, text),
+                )
             for item_id, score in found:
                 shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
         return shares
