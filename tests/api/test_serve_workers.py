@@ -53,7 +53,7 @@ def test_two_worker_processes_answer_and_both_see_a_new_publication(tmp_path: Pa
     url = f"http://127.0.0.1:{port}"
     serve = [sys.executable, "-m", "xmodal", "serve", "--port", str(port), "--workers", "2"]
     with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(serve, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(serve, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         _wait_ready(url, process)
         assert len(_workers(process.pid)) == 2
@@ -64,14 +64,19 @@ def test_two_worker_processes_answer_and_both_see_a_new_publication(tmp_path: Pa
         (corpus / "walrus.txt").write_text("a walrus hauls out on the ice floe")
         assert subprocess.run(index, env=env, capture_output=True, timeout=300).returncode == 0
         # Each worker notices the new manifest on its next query; then every answer has the new item, whichever
-        # process took it. Asked until 32 answers in a row have it (or the deadline of the pool's timeouts).
+        # process took it (which one the kernel hands a connection is not observable here). Asked until 32
+        # answers in a row have it; 500 answers at most.
         in_a_row = 0
-        for _ in range(2_000):
+        for _ in range(500):
             in_a_row = in_a_row + 1 if _search(url, "walrus")[:1] == ["walrus.txt"] else 0
             if in_a_row == 32:
                 break
         assert in_a_row == 32, (tmp_path / "serve.log").read_text()[-3000:]
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-    assert process.returncode == 0 or process.returncode == -signal.SIGTERM
+        os.kill(process.pid, signal.SIGTERM)  # uvicorn stops its workers
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the whole session: the workers too
+            process.wait(timeout=60)
+    assert process.returncode in (0, -signal.SIGTERM)

@@ -66,6 +66,10 @@ def test_a_sign_is_found_by_its_words(ocr_engine: Engine, tmp_path: Path) -> Non
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1  # fractions of the image's width and height
     assert any(c.origin == "ocr" for c in top.explanation)
     assert top.caption is None  # the words are the image's own text, not a caption
+    # The text space alone (its own search scores the hits): its best chunk of the image is the OCR text.
+    alone = ocr_engine.search("no parking on tuesdays", k=3, space="text", explain=True)[0]
+    assert alone.path.endswith("street.png") and alone.ocr is not None
+    assert [(c.space, c.origin) for c in alone.explanation] == [("text", "ocr")]
 
     museum = ocr_engine.search("museum", k=1, space="lexical")[0]
     assert museum.path.endswith("entrance.png") and "museum" in museum.ocr.text.lower()

@@ -157,3 +157,27 @@ def test_search_without_space_merges_every_space_that_can_embed(corpus_engine: E
     assert len({r.item_id for r in response.results}) == 10
     image_response = corpus_engine.query(corpus_engine.build_query(image=random_image(random.Random(1)), k=5))
     assert image_response.spaces_searched == ["clip"]
+
+
+def test_a_one_space_query_on_a_graph_index_is_rescored_from_a_full_pool(hnsw_engine: Engine) -> None:
+    """On an approximate index a one-space query does not trust the graph's own order and hits: it fetches the
+    usual candidates and re-scores every one of them from its stored vectors (an HNSW search can miss an item's best
+    chunk, and IVF-PQ scores are estimates)."""
+    from sqlalchemy import event
+
+    assert not hnsw_engine.spaces["text"].stored_index().exhaustive
+    query = hnsw_engine.build_query(text="a quiet river", space="text", k=2, collapse_duplicates=False)
+    hnsw_engine.query(query)  # null samples read once
+    statements: list[tuple[str, tuple[object, ...]]] = []
+
+    def record(*event_arguments: object) -> None:
+        statement, parameters = event_arguments[2], event_arguments[3]
+        statements.append((str(statement), tuple(parameters)))  # type: ignore[arg-type]
+
+    event.listen(hnsw_engine.catalog.engine, "before_cursor_execute", record)
+    try:
+        hnsw_engine.query(query)
+    finally:
+        event.remove(hnsw_engine.catalog.engine, "before_cursor_execute", record)
+    rescored = [p for s, p in statements if "FROM embeddings" in s and "embeddings.item_id IN" in s]
+    assert rescored and max(len(p) for p in rescored) > 1 + 3  # the space's name and more than the page and one

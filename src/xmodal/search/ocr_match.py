@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
 from xmodal import ocr_text
 from xmodal.search.fusion import Source
 from xmodal.search.query import OcrMatch
@@ -24,25 +22,18 @@ def ocr_origins(
     catalog: Catalog,
     item: ResultItem,
     sources: Sequence[Source],
-    query_vectors: Mapping[Source, np.ndarray],
-    item_vectors: Mapping[str, Mapping[int, list[tuple[int, np.ndarray]]]],
+    best: Mapping[Source, int],
     texts: Mapping[Source, str],
 ) -> dict[Source, tuple[int, int] | None]:
-    """The sources that matched ``item`` in its OCR text, each with the span of the OCR chunk (dense) or ``None``
-    (lexical: the words decide the lines)."""
+    """The sources that matched ``item`` in its OCR text, each with the span of the OCR chunk (dense: ``best``
+    names the item's best vector for each dense source) or ``None`` (lexical: the words decide the lines)."""
     if not item.ocr_lines:
         return {}
     found: dict[Source, tuple[int, int] | None] = {}
-    best: dict[Source, int] = {}
     for source in sources:
-        if source.space == LEXICAL:
-            if source in texts and ocr_text.best_lines(item.ocr_lines, texts[source]):
-                found[source] = None
-            continue
-        pairs = item_vectors.get(source.space, {}).get(item.id, [])
-        if source in query_vectors and pairs:
-            scores = np.stack([vector for _, vector in pairs]) @ query_vectors[source]
-            best[source] = pairs[int(np.argmax(scores))][0]
+        if source.space == LEXICAL and source in texts and ocr_text.best_lines(item.ocr_lines, texts[source]):
+            found[source] = None
+    best = {source: vector_id for source, vector_id in best.items() if source.space != LEXICAL}
     hits = catalog.resolve_vectors(list(best.values())) if best else {}
     for source, vector_id in best.items():
         hit = hits.get(vector_id)

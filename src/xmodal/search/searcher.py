@@ -71,6 +71,7 @@ class _Run:
     # per dense source, the items its search found with exact scores: item id -> (best vector id, score)
     found: dict[Source, dict[int, tuple[int, float]]] = field(default_factory=dict)
     kinds: dict[int, ItemKind] = field(default_factory=dict)  # candidates' modality and content hash, once read
+    best_vectors: dict[tuple[int, Source], int] = field(default_factory=dict)  # (item, dense source) -> its best
     terms: QueryTerms = field(default_factory=QueryTerms)  # the lexical terms of its texts, read once
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
 
@@ -419,7 +420,7 @@ class Searcher:
             if source.space not in plans:
                 plans[source.space] = self.filters.plan(space, query.item_filter)
             snapshot = space.stored_index()
-            exact = run.found.setdefault(source, {}) if snapshot is not None and snapshot.exact_scores else None
+            exact = run.found.setdefault(source, {}) if snapshot is not None and snapshot.exhaustive else None
             for hit in search_space(space, vector, k=pool, plan=plans[source.space]):
                 run.candidates.add(hit.item_id)
                 run.modalities[hit.item_id] = hit.modality
@@ -441,9 +442,19 @@ class Searcher:
         query = run.query
         page = query.offset + query.k
         alone = len(run.dense) + len(run.lexical) == 1 and query.space is not None
-        if alone and not query.collapse_duplicates and query.diversity <= 0:
+        if alone and not query.collapse_duplicates and query.diversity <= 0 and self._searched_exhaustively(run):
             return page + 1
         return max(self.settings.fusion_candidates, 2 * page)
+
+    def _searched_exhaustively(self, run: _Run) -> bool:
+        """Whether the run's dense spaces are searched exhaustively (flat segments: exact scores, each item's best
+        vector among the hits), so their own order is the exact one. An approximate index (HNSW, IVF-PQ) gives
+        more candidates to choose from, re-scored exactly."""
+        for source in run.dense:
+            snapshot = self.spaces[source.space].stored_index()
+            if snapshot is not None and not snapshot.exhaustive:
+                return False
+        return True
 
     def _space_vectors(self, run: _Run, space: str, item_ids: list[int]) -> dict[int, list[tuple[int, np.ndarray]]]:
         """Item id -> its (vector id, vector) pairs in ``space``, read once per search."""
@@ -463,7 +474,7 @@ class Searcher:
         """Exact scores of every candidate against every source, and where each item matched best."""
         item_ids = sorted(run.candidates)
         evidence = {item_id: Evidence(item_id) for item_id in item_ids}
-        best_vector: dict[tuple[int, Source], int] = {}
+        best_vector = run.best_vectors
         for source, query_vector in run.dense.items():
             space = self.spaces[source.space]
             index = space.stored_index()
@@ -550,11 +561,11 @@ class Searcher:
                 continue
             for item_id, pairs in self._space_vectors(run, space.name, own).items():
                 if item_id in result and pairs:
-                    if len(pairs) == 1:  # the mean of one (unit) vector is that vector
-                        result[item_id][space.name] = pairs[0][1]
+                    if len(pairs) == 1:  # the mean of one vector is that vector
+                        mean = pairs[0][1].reshape(1, -1)
                     else:
                         mean = np.stack([vector for _, vector in pairs]).mean(axis=0, keepdims=True)
-                        result[item_id][space.name] = l2_normalise(mean)[0]
+                    result[item_id][space.name] = l2_normalise(mean)[0]
         return result
 
     # results ---------------------------------------------------------------------------------------------
@@ -631,7 +642,8 @@ class Searcher:
             return set(), None
         positive = [s for s in found.raw if s.weight > 0]
         texts = {s: run.query.parts[s.part].value for s in positive if run.query.parts[s.part].kind is PartKind.TEXT}
-        origins = ocr_origins(self.catalog, item, positive, run.dense, run.item_vectors, texts)
+        best = {s: run.best_vectors[(item.id, s)] for s in positive if (item.id, s) in run.best_vectors}
+        origins = ocr_origins(self.catalog, item, positive, best, texts)
         if not origins:
             return set(), None
         chunk = next((span for span in origins.values() if span is not None), None)

@@ -80,10 +80,11 @@ class SpaceSnapshot:
         return max(self.segments, key=lambda s: s.info.count).kind
 
     @property
-    def exact_scores(self) -> bool:
-        """Whether a search's scores are the exact inner products with the raw vectors: true unless a segment is
-        compressed (IVF-PQ), whose scores are estimates."""
-        return all(segment.kind is not IndexKind.IVFPQ for segment in self.segments)
+    def exhaustive(self) -> bool:
+        """Whether a search scans every vector (only flat segments): its scores are the exact inner products and
+        an item's best vector is among the hits whenever any of its vectors is. HNSW scores are exact too, but the
+        graph can miss an item's best chunk; IVF-PQ scores are estimates."""
+        return all(segment.kind is IndexKind.FLAT for segment in self.segments)
 
     @property
     def tuning(self) -> SearchTuning:
