@@ -38,12 +38,12 @@ class TextHome:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def text_home(tmp_path_factory: pytest.TempPathFactory) -> TextHome:
-    root = tmp_path_factory.mktemp("startup")
-    env = {
+def text_only_env(home: Path) -> dict[str, str]:
+    """The environment of a CLI run on ``home`` where the CLIP and CLAP weights are missing (as on this machine),
+    without OCR: only the sentence model and the lexical index work. The caller's XMODAL_ settings are left out."""
+    return {
         **{name: value for name, value in os.environ.items() if not name.startswith("XMODAL_")},
-        "XMODAL_HOME": str(root / "home"),
+        "XMODAL_HOME": str(home),
         "XMODAL_CLIP_ENCODER": "open_clip:hf-hub:nobody/not-cached-clip",
         "XMODAL_CLAP_ENCODER": "clap:nobody/not-cached-clap",
         "XMODAL_DEVICE": "cpu",
@@ -51,6 +51,12 @@ def text_home(tmp_path_factory: pytest.TempPathFactory) -> TextHome:
         "HF_HUB_OFFLINE": "1",
         "COLUMNS": "200",
     }
+
+
+@pytest.fixture(scope="module")
+def text_home(tmp_path_factory: pytest.TempPathFactory) -> TextHome:
+    root = tmp_path_factory.mktemp("startup")
+    env = text_only_env(root / "home")
     corpus = write_corpus(root / "corpus", images=0, texts=4)
     (corpus / "doc_wombat.txt").write_text("a wombat eats grass in the meadow")
     settings = Settings(
@@ -259,12 +265,7 @@ def test_a_catalog_from_a_newer_xmodal_is_refused_with_what_to_do(tmp_path: Path
     Catalog.open(f"sqlite:///{database}").close()
     with create_engine(f"sqlite:///{database}").begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("XMODAL_")},
-        "XMODAL_HOME": str(tmp_path / "home"),
-        "XMODAL_DEVICE": "cpu",
-        "COLUMNS": "200",
-    }
+    env = text_only_env(tmp_path / "home")
     for command in (["stats"], ["search", "wombat"]):
         done = _xmodal(env, *command)
         assert done.returncode != 0

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.conftest import write_corpus
-from tests.test_cli_startup import _free_port, _wait_ready
+from tests.test_cli_startup import _free_port, _wait_ready, text_only_env
 
 
 def _search(url: str, text: str) -> list[str]:
@@ -37,16 +37,7 @@ def _workers(pid: int) -> list[int]:
 def test_two_worker_processes_answer_and_both_see_a_new_publication(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus", images=0, texts=3)
     (corpus / "otter.txt").write_text("an otter floats on its back in the kelp")
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("XMODAL_")},
-        "XMODAL_HOME": str(tmp_path / "home"),
-        "XMODAL_CLIP_ENCODER": "open_clip:hf-hub:nobody/not-cached-clip",
-        "XMODAL_CLAP_ENCODER": "clap:nobody/not-cached-clap",
-        "XMODAL_DEVICE": "cpu",
-        "XMODAL_OCR": "false",
-        "XMODAL_SPEECH_MODEL": "",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = {**text_only_env(tmp_path / "home"), "XMODAL_SPEECH_MODEL": ""}
     index = [sys.executable, "-m", "xmodal", "index", str(corpus), "--quiet"]
     assert subprocess.run(index, env=env, capture_output=True, timeout=300).returncode == 0
     port = _free_port()
