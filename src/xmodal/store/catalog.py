@@ -230,7 +230,11 @@ class Catalog:
         """Connect and apply pending migrations. ``vector_hit_cache``: vector ids whose item is kept in memory
         (searches resolve every hit; 0: none)."""
         catalog = cls(url, vector_hit_cache=vector_hit_cache)
-        migrate(catalog._engine)
+        try:
+            migrate(catalog._engine)
+        except BaseException:
+            catalog.close()  # a refused or failed migration leaves no pooled connection behind
+            raise
         return catalog
 
     def close(self) -> None:
