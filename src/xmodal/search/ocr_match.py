@@ -26,14 +26,14 @@ def ocr_origins(
     texts: Mapping[Source, str],
 ) -> dict[Source, tuple[int, int] | None]:
     """The sources that matched ``item`` in its OCR text, each with the span of the OCR chunk (dense: ``best``
-    names the item's best vector for each dense source) or ``None`` (lexical: the words decide the lines)."""
+    names the item's best vector for each dense source, and only those) or ``None`` (lexical: the words decide
+    the lines)."""
     if not item.ocr_lines:
         return {}
     found: dict[Source, tuple[int, int] | None] = {}
     for source in sources:
         if source.space == LEXICAL and source in texts and ocr_text.best_lines(item.ocr_lines, texts[source]):
             found[source] = None
-    best = {source: vector_id for source, vector_id in best.items() if source.space != LEXICAL}
     hits = catalog.resolve_vectors(list(best.values())) if best else {}
     for source, vector_id in best.items():
         hit = hits.get(vector_id)

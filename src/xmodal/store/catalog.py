@@ -612,13 +612,8 @@ class Catalog:
                 for hit in lexical.search(connection, query, limit, part, field=field, stop=stop, common=common)
             ]
 
-    def lexical_ideal(self, query: str, field: lexical.Field, stop: frozenset[str] = frozenset()) -> float:
-        """The score of a document holding every term of ``query`` (see :func:`lexical.ideal_score`)."""
-        with self._engine.connect() as connection:
-            return lexical.ideal_score(connection, query, field, stop)
-
     def lexical_term_scores(self, terms: Sequence[str], field: lexical.Field) -> list[float]:
-        """Each term's best score alone in ``field``, in order (the parts of :meth:`lexical_ideal`)."""
+        """Each term's best score alone in ``field``, in order (the parts of :func:`lexical.ideal_of`)."""
         with self._engine.connect() as connection:
             return lexical.term_scores(connection, terms, field)
 

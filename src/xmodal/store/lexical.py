@@ -8,7 +8,7 @@ items, so the two never disagree.
 
 A query can ask one field: the ``words`` (every column but ``sounds``) or the ``sounds`` alone, so a match by
 sound can count for less than a match by the word itself. Stopwords of the query's language are dropped from the
-query (the stored text is left as it is). :func:`ideal_score` is what a document holding every query term would
+query (the stored text is left as it is). :func:`ideal_of` is what a document holding every query term would
 score (the sum of each term's best score alone), so a score over it says how much of the query a document
 matched: a match on one common word of six is weak, whatever the best match in the corpus is.
 """
@@ -183,23 +183,18 @@ def search(
     return _search_terms(connection, words, sounds, field, limit, restrict)
 
 
-def ideal_score(connection: Connection, query: str, field: Field, stop: frozenset[str] = frozenset()) -> float:
-    """What a document holding every term of ``query`` would score in ``field``: the sum of each term's best
-    score alone (0 when no term matches anything). A term no document holds counts as much as the rarest one that
-    some document holds (it is rarer still): a match on the query's known words is then only part of the query,
-    as it is ("a black bird that caws" is not fully matched by "A black bird." because no text says "caws")."""
-    return ideal_of(term_scores(connection, ideal_terms(query, field, stop), field))
-
-
 def ideal_of(scores: Sequence[float]) -> float:
-    """The ideal score from each query term's best score alone (see :func:`ideal_score`): a term that matches
-    nothing (0) counts as much as the best-scoring one."""
+    """What a document holding every term of a query would score in one field, from each term's best score alone
+    there (:func:`term_scores` of :func:`ideal_terms`): their sum (0 when no term matches anything). A term no
+    document holds (0) counts as much as the best-scoring one (it is rarer still): a match on the query's known
+    words is then only part of the query, as it is ("a black bird that caws" is not fully matched by "A black
+    bird." because no text says "caws")."""
     found = [score for score in scores if score > 0]
     return sum(found) + (len(scores) - len(found)) * max(found, default=0.0)
 
 
 def ideal_terms(query: str, field: Field, stop: frozenset[str] = frozenset()) -> list[str]:
-    """The terms of ``query`` that :func:`ideal_score` sums over in ``field``: its words, or their sound codes."""
+    """The terms of ``query`` that :func:`ideal_of` sums over in ``field``: its words, or their sound codes."""
     words, sounds = _terms(query, stop)
     return words if field is Field.WORDS else sounds
 
