@@ -201,9 +201,16 @@ class Settings(BaseSettings):
     fusion: FusionMethod = Field(default=FusionMethod.CALIBRATED, description="calibrated or rrf.")
     rrf_k: PositiveInt = Field(default=60, description="Rank offset of reciprocal-rank fusion.")
     lexical_top_z: float = Field(
-        default=3.0,
+        default=6.0,
         gt=0,
-        description="Calibrated score of a full-text match on every query word (a partial match: its share of it).",
+        description="Calibrated score of a full-text match on every query word, about what a dense space gives its "
+        "best true match (a partial match: its share of it, to the power `lexical_share_power`).",
+    )
+    lexical_share_power: float = Field(
+        default=1.5,
+        ge=1,
+        description="How a partial full-text match counts against a full one: its share of the query to this power "
+        "(1: in proportion; more: a match on some of the query's words weaker still).",
     )
     lexical_language: str | None = Field(
         default="english", description="Language whose stopwords text queries drop in the lexical space; empty: none."
@@ -218,7 +225,17 @@ class Settings(BaseSettings):
         description="Query terms whose best lexical score a server keeps until the full-text table changes; 0: off.",
     )
     lexical_phonetic_weight: float = Field(
-        default=0.5, ge=0, le=1, description="What a lexical match by sound alone counts, against one by the word."
+        default=0.5,
+        ge=0,
+        le=1,
+        description="What a lexical match by sound alone counts in typed text, against one by the word.",
+    )
+    lexical_transcript_phonetic_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="What a lexical match by sound alone counts in a speech transcript, against one by the word: "
+        'the recogniser chose the spelling ("bee" heard as "B."), so a word that sounds the same is the word.',
     )
     fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
     fusion_null_sample: PositiveInt = Field(

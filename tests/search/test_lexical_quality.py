@@ -12,7 +12,13 @@ from xmodal.engine import Engine
 from xmodal.store.catalog import ItemRecord, WriteRequest
 
 
-def _engine(home: Path, captions: list[tuple[str, dict[str, str]]], **overrides: object) -> Engine:
+def _engine(
+    home: Path,
+    captions: list[tuple[str, dict[str, str]]],
+    transcripts: tuple[str, ...] = (),
+    **overrides: object,
+) -> Engine:
+    """A home of captioned images and of audio clips whose speech was heard as ``transcripts``."""
     engine = Engine.open(settings=Settings(home=home, collapse_duplicates=False, **overrides))  # type: ignore[arg-type]
     requests = [
         WriteRequest(
@@ -28,6 +34,21 @@ def _engine(home: Path, captions: list[tuple[str, dict[str, str]]], **overrides:
             {},
         )
         for number, (caption, metadata) in enumerate(captions)
+    ]
+    requests += [
+        WriteRequest(
+            ItemRecord(
+                path=f"/zoo/clip{number:03d}.ogg",
+                source="file:///zoo",
+                size=1,
+                mtime_ns=1,
+                modality="audio",
+                transcript=transcript,
+            ),
+            {},
+            body=transcript,
+        )
+        for number, transcript in enumerate(transcripts)
     ]
     engine.catalog.write_items(requests)
     return engine
@@ -73,6 +94,30 @@ def test_a_phonetic_only_match_ranks_below_an_exact_one(tmp_path: Path) -> None:
     assert found[0][0] == "A deer."
     by_caption = dict(found)
     assert by_caption["Dear friends."] <= 0.5 * by_caption["A deer."] + 1e-9  # found by sound, at half the worth
+
+
+def test_a_phonetic_match_in_a_speech_transcript_counts_as_the_word(tmp_path: Path) -> None:
+    """A recogniser chooses the spelling of what it hears ("bee" as "B."): in a transcript, a word that sounds like
+    the query's is the query's word; in typed text it is only a hint."""
+    captions = [("B.", {})] + [(f"A red brick number {n}.", {}) for n in range(20)]
+    with _engine(
+        tmp_path / "home", captions, transcripts=("B.",), lexical_top_z=3.0, lexical_share_power=1.0
+    ) as engine:
+        found = {(result.modality, result.path): result.score for result in engine.search("bee", space="lexical")}
+    assert found[("audio", "/zoo/clip000.ogg")] == pytest.approx(3.0, rel=0.01)  # a full match
+    assert found[("image", "/zoo/item000.png")] == pytest.approx(1.5, rel=0.01)  # lexical_phonetic_weight
+
+
+def test_a_partial_match_counts_less_than_its_share(tmp_path: Path) -> None:
+    captions = [("A tiger, a big wild cat with stripes.", {}), ("A wild boar.", {})]
+    captions += [(f"A red brick number {n}.", {}) for n in range(20)]
+    with _engine(tmp_path / "home", captions, lexical_top_z=6.0, lexical_share_power=2.0) as engine:
+        results = engine.search("a big wild cat with stripes", space="lexical", explain=True)
+    by_caption = {result.caption: result.explanation[0] for result in results}
+    full, partial = by_caption["A tiger, a big wild cat with stripes."], by_caption["A wild boar."]
+    assert full.raw > 0.9 and 0 < partial.raw < 0.5  # the shares: (nearly) every word; "wild", one word of four
+    for match in (full, partial):
+        assert match.calibrated == pytest.approx(6.0 * match.raw**2, rel=1e-6)
 
 
 @pytest.mark.parametrize("passing", [2, 30], ids=["selective", "broad"])

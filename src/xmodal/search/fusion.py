@@ -3,7 +3,8 @@
 Raw scores are not comparable across spaces (each model has its own cosine range), so each source's raw score
 is first calibrated: dense spaces as standard deviations above the score of a random pair of stored vectors,
 the lexical space as ``lexical_top_z`` times the share of the query it matched (its BM25 over that of a document
-holding every query word).
+holding every query word) to the power ``lexical_share_power``: a full match counts about what a dense space gives
+its best true match, and a match on some of the query's words less than its share.
 
 The calibrated fusion treats the spaces searched with one query part as views of the same evidence: their
 above-chance scores combine as a Euclidean norm, so a single strong source outweighs several weak ones (one

@@ -9,6 +9,7 @@ until the full-text table is next written; the terms BM25 gives no weight are le
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cachetools import LRUCache
@@ -37,6 +38,8 @@ class LexicalEvidence:
         self._stopwords = stopwords
         self._skip_weightless = settings.lexical_skip_weightless
         self._phonetic_weight = settings.lexical_phonetic_weight
+        self._transcript_phonetic_weight = settings.lexical_transcript_phonetic_weight
+        self._weights_differ = self._phonetic_weight != self._transcript_phonetic_weight
         # (lexical table version, field, term) -> the term's best score alone
         self._kept: LRUCache[tuple[str | None, Field, str], float] = LRUCache(maxsize=settings.lexical_cache_size)
         self._lock = threading.Lock()
@@ -76,16 +79,19 @@ class LexicalEvidence:
         if len(found) < pool:
             terms.every_match[(text, lexical_field)] = dict(found)
 
-    def shares(self, terms: QueryTerms, text: str, item_ids: list[int]) -> dict[int, float]:
+    def shares(
+        self, terms: QueryTerms, text: str, item_ids: list[int], transcribed: Callable[[list[int]], set[int]]
+    ) -> dict[int, float]:
         """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
-        every query word; a match by sound alone counts ``lexical_phonetic_weight`` as much."""
+        every query word. A match by sound alone counts ``lexical_phonetic_weight`` as much in typed text, and
+        ``lexical_transcript_phonetic_weight`` as much in the items ``transcribed`` says are speech transcripts
+        (asked only of the items that matched by sound, when the two weights differ)."""
         shares: dict[int, float] = {}
         for lexical_field in Field:
             scores = self._term_scores(terms, text, lexical_field)
             ideal = ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
             if ideal <= 0:
                 continue
-            weight = 1.0 if lexical_field is Field.WORDS else self._phonetic_weight
             every = terms.every_match.get((text, lexical_field))
             if every is not None:  # the hits were every match: an item not among them matches nothing here
                 found = [(item_id, every[item_id]) for item_id in item_ids if item_id in every]
@@ -98,7 +104,11 @@ class LexicalEvidence:
                     stop=self._stopwords,
                     common=self._weightless(terms, text),
                 )
+            heard = transcribed([i for i, _ in found]) if self._weights_differ and lexical_field is Field.SOUNDS else ()
             for item_id, score in found:
+                weight = 1.0 if lexical_field is Field.WORDS else self._phonetic_weight
+                if item_id in heard:
+                    weight = self._transcript_phonetic_weight
                 shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
         return shares
 

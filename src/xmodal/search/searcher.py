@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -290,6 +291,13 @@ class Searcher:
             run.kinds.update(self.catalog.item_kinds(missing))
         return {item_id: run.kinds[item_id] for item_id in item_ids if item_id in run.kinds}
 
+    def _speech(self, run: _Run, item_ids: list[int]) -> set[int]:
+        """The audio items among ``item_ids``: their text is what a speech recogniser heard."""
+        unknown = [item_id for item_id in item_ids if item_id not in run.modalities]
+        modalities = {item_id: kind.modality for item_id, kind in self._kinds(run, unknown).items()} if unknown else {}
+        modalities.update((item_id, run.modalities[item_id]) for item_id in item_ids if item_id in run.modalities)
+        return {item_id for item_id, modality in modalities.items() if modality == Modality.AUDIO.value}
+
     def _collapse(
         self, run: _Run, order: list[int], similarity: np.ndarray
     ) -> tuple[list[int], dict[int, list[int]], np.ndarray]:
@@ -525,9 +533,11 @@ class Searcher:
                 evidence[item_id].calibrated[source] = trust * value
         for source in run.lexical:
             text = run.query.parts[source.part].value
-            for item_id, share in self.lexical.shares(run.terms, text, item_ids).items():
+            for item_id, share in self.lexical.shares(run.terms, text, item_ids, partial(self._speech, run)).items():
                 evidence[item_id].raw[source] = share
-                evidence[item_id].calibrated[source] = self.settings.lexical_top_z * share
+                evidence[item_id].calibrated[source] = (
+                    self.settings.lexical_top_z * share**self.settings.lexical_share_power
+                )
         locations: dict[int, tuple[Source, int | None]] = {}
         for item_id, found in evidence.items():
             # Where the item matched: its strongest positive source that points at a chunk or window.
