@@ -203,12 +203,16 @@ class Settings(BaseSettings):
     lexical_top_z: float = Field(
         default=6.0,
         gt=0,
+        le=100,
+        allow_inf_nan=False,
         description="Calibrated score of a full-text match on every query word, about what a dense space gives its "
         "best true match (a partial match: its share of it, to the power `lexical_share_power`).",
     )
     lexical_share_power: float = Field(
         default=1.5,
         ge=1,
+        le=4,
+        allow_inf_nan=False,
         description="How a partial full-text match counts against a full one: its share of the query to this power "
         "(1: in proportion; more: a match on some of the query's words weaker still).",
     )
@@ -231,11 +235,12 @@ class Settings(BaseSettings):
         description="What a lexical match by sound alone counts in typed text, against one by the word.",
     )
     lexical_transcript_phonetic_weight: float = Field(
-        default=1.0,
+        default=0.8,
         ge=0,
         le=1,
-        description="What a lexical match by sound alone counts in a speech transcript, against one by the word: "
-        'the recogniser chose the spelling ("bee" heard as "B."), so a word that sounds the same is the word.',
+        description="What a lexical match by sound alone counts in an item with a speech transcript, against one by "
+        'the word: the recogniser chose the spelling ("bee" heard as "B."), so a word that sounds the same is '
+        "likely the word (not surely: Metaphone gives bee, be and by one code).",
     )
     fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
     fusion_null_sample: PositiveInt = Field(

@@ -16,9 +16,11 @@ def _engine(
     home: Path,
     captions: list[tuple[str, dict[str, str]]],
     transcripts: tuple[str, ...] = (),
+    captioned_audio: tuple[str, ...] = (),
     **overrides: object,
 ) -> Engine:
-    """A home of captioned images and of audio clips whose speech was heard as ``transcripts``."""
+    """A home of captioned images, of audio clips whose speech was heard as ``transcripts``, and of audio clips
+    with a typed caption (``captioned_audio``) and no transcript."""
     engine = Engine.open(settings=Settings(home=home, collapse_duplicates=False, **overrides))  # type: ignore[arg-type]
     requests = [
         WriteRequest(
@@ -50,6 +52,20 @@ def _engine(
         )
         for number, transcript in enumerate(transcripts)
     ]
+    requests += [
+        WriteRequest(
+            ItemRecord(
+                path=f"/zoo/sound{number:03d}.ogg",
+                source="file:///zoo",
+                size=1,
+                mtime_ns=1,
+                modality="audio",
+                caption=caption,
+            ),
+            {},
+        )
+        for number, caption in enumerate(captioned_audio)
+    ]
     engine.catalog.write_items(requests)
     return engine
 
@@ -71,7 +87,7 @@ def test_a_one_stopword_match_ranks_below_a_full_phrase_match(tmp_path: Path) ->
 def test_a_match_on_one_word_of_several_is_weak(tmp_path: Path) -> None:
     captions = [("A big eared rabbit.", {}), ("A tiger, a big wild cat with stripes.", {})]
     captions += [(f"A red brick number {n}.", {}) for n in range(20)]
-    with _engine(tmp_path / "home", captions, lexical_top_z=3.0) as engine:
+    with _engine(tmp_path / "home", captions, lexical_top_z=3.0, lexical_share_power=1.0) as engine:
         found = dict(_captions(engine, "a big wild cat with stripes"))
     assert found["A tiger, a big wild cat with stripes."] == pytest.approx(3.0, rel=0.05)
     assert found["A big eared rabbit."] < 1.0  # one word of four: under a third of the full match
@@ -80,7 +96,7 @@ def test_a_match_on_one_word_of_several_is_weak(tmp_path: Path) -> None:
 def test_query_words_no_text_holds_still_count_as_unmatched(tmp_path: Path) -> None:
     captions = [("A black bird.", {}), ("A crow caws loudly.", {})]
     captions += [(f"A red brick number {n}.", {}) for n in range(20)]
-    with _engine(tmp_path / "home", captions, lexical_top_z=3.0) as engine:
+    with _engine(tmp_path / "home", captions, lexical_top_z=3.0, lexical_share_power=1.0) as engine:
         found = dict(_captions(engine, "a black bird that croaks"))  # no text says "croaks"
     # "black bird" is two words of three, one of them unknown (so rarer than any): well under a full match.
     assert found["A black bird."] < 0.75 * 3.0
@@ -96,16 +112,28 @@ def test_a_phonetic_only_match_ranks_below_an_exact_one(tmp_path: Path) -> None:
     assert by_caption["Dear friends."] <= 0.5 * by_caption["A deer."] + 1e-9  # found by sound, at half the worth
 
 
-def test_a_phonetic_match_in_a_speech_transcript_counts_as_the_word(tmp_path: Path) -> None:
+def test_a_phonetic_match_in_a_speech_transcript_counts_nearly_as_the_word(tmp_path: Path) -> None:
     """A recogniser chooses the spelling of what it hears ("bee" as "B."): in a transcript, a word that sounds like
-    the query's is the query's word; in typed text it is only a hint."""
+    the query's is most likely the query's word; in typed text, an audio item's caption included, only a hint."""
     captions = [("B.", {})] + [(f"A red brick number {n}.", {}) for n in range(20)]
     with _engine(
-        tmp_path / "home", captions, transcripts=("B.",), lexical_top_z=3.0, lexical_share_power=1.0
+        tmp_path / "home", captions, transcripts=("B.",), captioned_audio=("B.",), lexical_top_z=3.0
     ) as engine:
-        found = {(result.modality, result.path): result.score for result in engine.search("bee", space="lexical")}
-    assert found[("audio", "/zoo/clip000.ogg")] == pytest.approx(3.0, rel=0.01)  # a full match
-    assert found[("image", "/zoo/item000.png")] == pytest.approx(1.5, rel=0.01)  # lexical_phonetic_weight
+        results = engine.search("bee", space="lexical", explain=True)
+    found = {result.path: result.explanation[0] for result in results}
+    heard, typed, typed_audio = found["/zoo/clip000.ogg"], found["/zoo/item000.png"], found["/zoo/sound000.ogg"]
+    assert heard.raw == pytest.approx(1.0, rel=0.01)  # the whole query, by sound
+    assert heard.calibrated == pytest.approx(3.0 * 0.8, rel=0.01)  # lexical_transcript_phonetic_weight
+    assert typed.calibrated == pytest.approx(3.0 * 0.5, rel=0.01)  # lexical_phonetic_weight
+    assert typed_audio.calibrated == pytest.approx(typed.calibrated, rel=0.01)  # a caption is typed text
+
+
+def test_a_word_in_a_transcript_outranks_one_that_only_sounds_alike(tmp_path: Path) -> None:
+    # Metaphone gives "cat" and "cut" one code: the transcript that says "cat" must still come first.
+    captions = [(f"A red brick number {n}.", {}) for n in range(20)]
+    with _engine(tmp_path / "home", captions, transcripts=("Cut the rope.", "A cat.")) as engine:
+        results = engine.search("cat", space="lexical")
+    assert [result.transcript for result in results] == ["A cat.", "Cut the rope."]
 
 
 def test_a_partial_match_counts_less_than_its_share(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ class LexicalEvidence:
         self._phonetic_weight = settings.lexical_phonetic_weight
         self._transcript_phonetic_weight = settings.lexical_transcript_phonetic_weight
         self._weights_differ = self._phonetic_weight != self._transcript_phonetic_weight
+        self._share_power = settings.lexical_share_power
         # (lexical table version, field, term) -> the term's best score alone
         self._kept: LRUCache[tuple[str | None, Field, str], float] = LRUCache(maxsize=settings.lexical_cache_size)
         self._lock = threading.Lock()
@@ -81,12 +82,14 @@ class LexicalEvidence:
 
     def shares(
         self, terms: QueryTerms, text: str, item_ids: list[int], transcribed: Callable[[list[int]], set[int]]
-    ) -> dict[int, float]:
-        """Item id -> how much of ``text`` it matched lexically, in [0, 1]: its BM25 over that of a document holding
-        every query word. A match by sound alone counts ``lexical_phonetic_weight`` as much in typed text, and
-        ``lexical_transcript_phonetic_weight`` as much in the items ``transcribed`` says are speech transcripts
-        (asked only of the items that matched by sound, when the two weights differ)."""
-        shares: dict[int, float] = {}
+    ) -> dict[int, tuple[float, float]]:
+        """Item id -> (share, strength) of its lexical match of ``text``. The share, in [0, 1], is its BM25 over
+        that of a document holding every query word; the strength, what the match is worth against a full match by
+        the words (1), is the share to the power ``lexical_share_power``, times the weight of a match by sound
+        alone where only the sounds matched: ``lexical_phonetic_weight`` in typed text,
+        ``lexical_transcript_phonetic_weight`` in the items ``transcribed`` says have a speech transcript (asked only
+        of the items that matched by sound, when the two weights differ). The strongest field counts."""
+        matched: dict[int, tuple[float, float]] = {}
         for lexical_field in Field:
             scores = self._term_scores(terms, text, lexical_field)
             ideal = ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
@@ -104,13 +107,17 @@ class LexicalEvidence:
                     stop=self._stopwords,
                     common=self._weightless(terms, text),
                 )
-            heard = transcribed([i for i, _ in found]) if self._weights_differ and lexical_field is Field.SOUNDS else ()
+            by_sound = lexical_field is Field.SOUNDS
+            heard = transcribed([item_id for item_id, _ in found]) if by_sound and self._weights_differ else set()
             for item_id, score in found:
-                weight = 1.0 if lexical_field is Field.WORDS else self._phonetic_weight
-                if item_id in heard:
-                    weight = self._transcript_phonetic_weight
-                shares[item_id] = max(shares.get(item_id, 0.0), weight * min(1.0, score / ideal))
-        return shares
+                share = min(1.0, score / ideal)
+                weight = 1.0
+                if by_sound:
+                    weight = self._transcript_phonetic_weight if item_id in heard else self._phonetic_weight
+                strength = weight * share**self._share_power
+                if strength > matched.get(item_id, (0.0, 0.0))[1]:
+                    matched[item_id] = (share, strength)
+        return matched
 
     def _weightless(self, terms: QueryTerms, text: str) -> frozenset[str]:
         """The terms of ``text`` that BM25 gives no weight (``lexical_skip_weightless``), once per search: they are

@@ -291,12 +291,12 @@ class Searcher:
             run.kinds.update(self.catalog.item_kinds(missing))
         return {item_id: run.kinds[item_id] for item_id in item_ids if item_id in run.kinds}
 
-    def _speech(self, run: _Run, item_ids: list[int]) -> set[int]:
-        """The audio items among ``item_ids``: their text is what a speech recogniser heard."""
-        unknown = [item_id for item_id in item_ids if item_id not in run.modalities]
-        modalities = {item_id: kind.modality for item_id, kind in self._kinds(run, unknown).items()} if unknown else {}
-        modalities.update((item_id, run.modalities[item_id]) for item_id in item_ids if item_id in run.modalities)
-        return {item_id for item_id, modality in modalities.items() if modality == Modality.AUDIO.value}
+    def _transcribed(self, run: _Run, item_ids: list[int]) -> set[int]:
+        """The items among ``item_ids`` that have a speech transcript (read for the audio ones, and those whose
+        modality the search does not know yet)."""
+        audio = Modality.AUDIO.value
+        maybe = [item_id for item_id in item_ids if run.modalities.get(item_id, audio) == audio]
+        return {item_id for item_id, kind in self._kinds(run, maybe).items() if kind.transcribed} if maybe else set()
 
     def _collapse(
         self, run: _Run, order: list[int], similarity: np.ndarray
@@ -533,11 +533,10 @@ class Searcher:
                 evidence[item_id].calibrated[source] = trust * value
         for source in run.lexical:
             text = run.query.parts[source.part].value
-            for item_id, share in self.lexical.shares(run.terms, text, item_ids, partial(self._speech, run)).items():
+            matched = self.lexical.shares(run.terms, text, item_ids, partial(self._transcribed, run))
+            for item_id, (share, strength) in matched.items():
                 evidence[item_id].raw[source] = share
-                evidence[item_id].calibrated[source] = (
-                    self.settings.lexical_top_z * share**self.settings.lexical_share_power
-                )
+                evidence[item_id].calibrated[source] = self.settings.lexical_top_z * strength
         locations: dict[int, tuple[Source, int | None]] = {}
         for item_id, found in evidence.items():
             # Where the item matched: its strongest positive source that points at a chunk or window.

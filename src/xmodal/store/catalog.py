@@ -53,7 +53,7 @@ _RESULT_COLUMNS = (
     Item.ocr_lines,
 )
 _RESULT_ITEMS = select(*_RESULT_COLUMNS).where(Item.id.in_(_IDS))
-_ITEM_KINDS = select(Item.id, Item.modality, Item.content_hash).where(Item.id.in_(_IDS))
+_ITEM_KINDS = select(Item.id, Item.modality, Item.content_hash, Item.transcript.is_not(None)).where(Item.id.in_(_IDS))
 
 
 def _delete_items(session: Session, item_ids: list[int]) -> dict[str, list[int]]:
@@ -199,10 +199,11 @@ class ResultItem:
 
 @dataclass(frozen=True, slots=True)
 class ItemKind:
-    """What reranking needs of an item: its modality and content hash."""
+    """What reranking needs of an item: its modality and content hash; and whether it has a speech transcript."""
 
     modality: str | None
     content_hash: str | None
+    transcribed: bool = False
 
 
 @dataclass
@@ -319,12 +320,12 @@ class Catalog:
         return found
 
     def item_kinds(self, item_ids: Sequence[int]) -> dict[int, ItemKind]:
-        """Item id -> its modality and content hash (absent: no such item)."""
+        """Item id -> its modality, content hash and whether it has a transcript (absent: no such item)."""
         found: dict[int, ItemKind] = {}
         with self._engine.connect() as connection:
             for part in _chunks(list(item_ids)):
                 rows = connection.execute(_ITEM_KINDS, {"ids": part})
-                found.update({item_id: ItemKind(modality, digest) for item_id, modality, digest in rows})
+                found.update({row[0]: ItemKind(row[1], row[2], bool(row[3])) for row in rows})
         return found
 
     def item_with_content(self, content_hash: str) -> Item | None:
