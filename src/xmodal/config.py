@@ -242,7 +242,9 @@ class Settings(BaseSettings):
         'the word: the recogniser chose the spelling ("bee" heard as "B."), so a word that sounds the same is '
         "likely the word (not surely: Metaphone gives bee, be and by one code).",
     )
-    fusion_candidates: PositiveInt = Field(default=100, description="Candidates each space and part contributes.")
+    fusion_candidates: PositiveInt = Field(
+        default=50, description="Candidates each space and part contributes (at least twice the page)."
+    )
     fusion_null_sample: PositiveInt = Field(
         default=256,
         description="Items per space (drawn once per publication) that each query is also scored on: what a "
