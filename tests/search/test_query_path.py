@@ -1,12 +1,14 @@
 """The query path's shortcuts answer as the long way does: lexical term scores kept between queries follow the
-next write, and token counts on request threads never disturb the encoder thread's batches."""
+next write, token counts on request threads never disturb the encoder thread's batches, and a text query's
+models encode it side by side."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import make_settings
@@ -176,3 +178,47 @@ def test_a_query_whose_hits_are_every_match_asks_the_full_text_table_once_per_fi
         monkeypatch.setattr(LexicalEvidence, "_note_if_every_match", staticmethod(lambda *_: None))
         long = answer(engine)
     assert short == long and short[0][0] == "walrus.txt"
+
+
+def test_a_text_query_is_encoded_by_every_model_side_by_side(
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    encoder_pool: Callable[..., Encoder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fused text query hands its text to each model's encoder thread before waiting for any, so it waits for the
+    slowest model rather than for each in turn: every model's encode must have begun before the first one ends."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "ice.txt").write_text("a walrus resting on the sea ice near the shore")
+    (corpus / "seals.txt").write_text("grey seals and penguins on a beach")
+    armed = threading.Event()
+    entered: set[str] = set()
+    together = threading.Condition()
+    waits: list[bool] = []
+
+    def gated(spec: str, settings: object) -> Encoder:
+        encoder = encoder_pool(spec, settings)
+        original = encoder.encode_queries
+
+        def encode_queries(texts: Sequence[str]) -> np.ndarray:
+            if armed.is_set():
+                with together:
+                    entered.add(spec)
+                    together.notify_all()
+                    # True once a second model is encoding too; False after 30 s alone (they ran in turn)
+                    waits.append(together.wait_for(lambda: len(entered) >= 2, timeout=30))
+            return original(texts)
+
+        monkeypatch.setattr(encoder, "encode_queries", encode_queries)
+        return encoder
+
+    settings = make_settings(tmp_path / "home", tiny_clip_dir)
+    with Engine.open(settings=settings, build_encoder=gated) as engine:
+        engine.index([corpus])
+        spaces = [space.name for space in engine.spaces if space.size and "text" in space.encoder.modalities]
+        assert len(spaces) >= 2, spaces  # a fused text search over two models at least
+        armed.set()
+        results = engine.search("walrus on the ice", k=2)
+    assert results[0].path.endswith("ice.txt")
+    assert len(waits) == len(spaces) and all(waits), waits

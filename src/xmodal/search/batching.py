@@ -49,13 +49,22 @@ class EncodeBatcher:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """The vectors of ``texts``, computed together with whatever other callers sent meanwhile."""
+        return self.submit(texts).result()
+
+    def submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        """The vectors of ``texts``, to come (see :meth:`encode`): a caller can wait for several encoders at once."""
         texts = list(texts)
-        if self._wait_s == 0:  # batching off: the caller's thread encodes
-            return self._call(texts)
+        if self._wait_s == 0:  # batching off: the caller's thread encodes, now
+            done: Future[np.ndarray] = Future()
+            try:
+                done.set_result(self._call(texts))
+            except Exception as exc:  # handed to the caller as encode() would raise it
+                done.set_exception(exc)
+            return done
         self._ensure_thread()
         request = _Request(texts)
         self._queue.put(request)
-        return request.result.result()
+        return request.result
 
     @property
     def queued(self) -> int:

@@ -33,6 +33,13 @@ class QueryEmbeddingCache:
                 self.hits += 1
         return None if vector is None else vector.copy()
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is cached (not counted as a hit or a miss, and not made recent)."""
+        if self._entries is None:
+            return False
+        with self._lock:
+            return key in self._entries
+
     def put(self, key: CacheKey, vector: np.ndarray) -> None:
         """Remember a copy of ``vector``."""
         if self._entries is None:

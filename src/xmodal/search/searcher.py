@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -75,6 +76,8 @@ class _Run:
     best_vectors: dict[tuple[int, Source], int] = field(default_factory=dict)  # (item, dense source) -> its best
     terms: QueryTerms = field(default_factory=QueryTerms)  # the lexical terms of its texts, read once
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
+    # text encodes started for this search and not yet taken: (space, encoder fingerprint, text) -> chunk vectors
+    encoding: dict[tuple[str, str, str], Future[np.ndarray]] = field(default_factory=dict)
 
 
 class PreparedSearch:
@@ -105,14 +108,18 @@ class _Clock:
             self._timings[stage] = self._timings.get(stage, 0.0) + time.perf_counter() - started
 
 
+def text_chunks(space: VectorSpace, text: str) -> list[str]:
+    """The pieces a query text is encoded as in ``space`` (a long text: its chunks; their vectors are averaged)."""
+    return [chunk.text for chunk in space.encoder.chunk(text)] or [text]
+
+
 def encode_part(space: VectorSpace, part: QueryPart, batcher: EncodeBatcher | None = None) -> np.ndarray:
     """The unit query vector of a text, image or audio ``part`` in ``space`` (a long text: the mean of its chunks;
     audio: the mean of its windows). ``batcher`` batches text encodes with other queries'."""
     encoder = space.encoder
     if part.kind is PartKind.TEXT:
-        chunks = [chunk.text for chunk in encoder.chunk(part.value)] or [part.value]
         encode = batcher.encode if batcher is not None else encoder.encode_queries
-        vector = encode(chunks).mean(axis=0)
+        vector = encode(text_chunks(space, part.value)).mean(axis=0)
     elif part.kind is PartKind.IMAGE:
         vector = encoder.encode_images([part.value])[0]
     elif part.kind is PartKind.AUDIO:
@@ -330,6 +337,7 @@ class Searcher:
             # CLIP space would cost open_clip's import), unless no other space can take the part: then loading
             # it says why (missing weights, say) rather than "nothing indexed".
             holding = [s for s in spaces if s.stored_index() is not None]
+            self._start_text_encodes(run, part, holding or spaces)
             for space in holding or spaces:
                 vector = self._part_vector(run, space, part)
                 if vector is not None:
@@ -395,9 +403,30 @@ class Searcher:
         key = (space.name, space.encoder.fingerprint, str(part.value))
         vector = self.query_cache.get(key)
         if vector is None:
-            vector = encode_part(space, part, self._batcher(space))
+            started = run.encoding.pop(key, None)
+            if started is None:
+                vector = encode_part(space, part, self._batcher(space))
+            else:
+                vector = l2_normalise(started.result().mean(axis=0).reshape(1, -1))[0]
             self.query_cache.put(key, vector)
         return vector
+
+    def _start_text_encodes(self, run: _Run, part: QueryPart, spaces: list[VectorSpace]) -> None:
+        """Hand ``part``'s text to the encoder thread of every space that will embed it before waiting for any, so
+        that the models encode side by side and a query waits for the slowest one, not for each in turn."""
+        if part.kind is not PartKind.TEXT or len(spaces) < 2:
+            return
+        for space in spaces:
+            batcher = self._batcher(space)
+            if batcher is None:
+                continue
+            try:
+                space.check_encoder()
+            except WeightsUnavailableError:
+                continue  # said when the space's vector is asked for
+            key = (space.name, space.encoder.fingerprint, str(part.value))
+            if key not in run.encoding and key not in self.query_cache:
+                run.encoding[key] = batcher.submit(text_chunks(space, str(part.value)))
 
     def _item_vector(self, space: VectorSpace, item_id: int) -> np.ndarray | None:
         index = space.stored_index()
