@@ -12,6 +12,11 @@ from xmodal.engine import Engine
 from xmodal.store.catalog import ItemRecord, WriteRequest
 
 
+def _item(path: str, modality: str, body: str | None = None, **fields: object) -> WriteRequest:
+    record = ItemRecord(path=path, source="file:///zoo", size=1, mtime_ns=1, modality=modality, **fields)  # type: ignore[arg-type]
+    return WriteRequest(record, {}, body=body)
+
+
 def _engine(
     home: Path,
     captions: list[tuple[str, dict[str, str]]],
@@ -23,48 +28,15 @@ def _engine(
     with a typed caption (``captioned_audio``) and no transcript."""
     engine = Engine.open(settings=Settings(home=home, collapse_duplicates=False, **overrides))  # type: ignore[arg-type]
     requests = [
-        WriteRequest(
-            ItemRecord(
-                path=f"/zoo/item{number:03d}.png",
-                source="file:///zoo",
-                size=1,
-                mtime_ns=1,
-                modality="image",
-                caption=caption,
-                user_metadata=metadata,
-            ),
-            {},
-        )
+        _item(f"/zoo/item{number:03d}.png", "image", caption=caption, user_metadata=metadata)
         for number, (caption, metadata) in enumerate(captions)
     ]
     requests += [
-        WriteRequest(
-            ItemRecord(
-                path=f"/zoo/clip{number:03d}.ogg",
-                source="file:///zoo",
-                size=1,
-                mtime_ns=1,
-                modality="audio",
-                transcript=transcript,
-            ),
-            {},
-            body=transcript,
-        )
+        _item(f"/zoo/clip{number:03d}.ogg", "audio", body=transcript, transcript=transcript)
         for number, transcript in enumerate(transcripts)
     ]
     requests += [
-        WriteRequest(
-            ItemRecord(
-                path=f"/zoo/sound{number:03d}.ogg",
-                source="file:///zoo",
-                size=1,
-                mtime_ns=1,
-                modality="audio",
-                caption=caption,
-            ),
-            {},
-        )
-        for number, caption in enumerate(captioned_audio)
+        _item(f"/zoo/sound{number:03d}.ogg", "audio", caption=caption) for number, caption in enumerate(captioned_audio)
     ]
     engine.catalog.write_items(requests)
     return engine
