@@ -224,6 +224,14 @@ class Settings(BaseSettings):
         description="Leave out of a lexical match the query terms BM25 gives no weight (SQLite: those half the "
         "full-text rows or more hold), whose postings are the longest to walk; the ranking stays.",
     )
+    lexical_candidate_min_share: float = Field(
+        default=0.25,
+        ge=0,
+        lt=1,
+        description="A fused search's lexical candidates match the query's informative words: its commonest words, "
+        "together worth less than this share of a full match, are left out of the candidate match (not of the "
+        "scores), so the full-text search does not score every row that holds them; 0: every word.",
+    )
     lexical_cache_size: NonNegativeInt = Field(
         default=50_000,
         description="Query terms whose best lexical score a server keeps until the full-text table changes; 0: off.",

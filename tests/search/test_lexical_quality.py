@@ -150,3 +150,34 @@ def test_a_word_most_rows_hold_is_left_out_of_the_match(tmp_path: Path) -> None:
     assert len(every) == 21  # left in, the common word brought 20 matches of no weight
     assert len(only_common) == 20
     assert len(with_unknown) == 20  # the other word matches nothing: the common one is all the query has
+
+
+def test_a_fused_search_matches_its_lexical_candidates_on_the_informative_words(tmp_path: Path) -> None:
+    """Scoring every row that holds a common word grows with the home: a fused search leaves the commonest words of
+    its query out of the lexical candidate match (they stay in the shares, which are exact); a lexical search alone
+    matches every word."""
+    from sqlalchemy import event
+
+    captions = [("A walrus on the ice.", {})] + [(f"A blue cup number {n}.", {}) for n in range(15)]
+    captions += [(f"A stone number {n}.", {}) for n in range(40)]
+    with _engine(tmp_path / "home", captions) as engine:
+        expressions: list[str] = []
+
+        def record(conn: object, cursor: object, statement: str, params: object, *args: object) -> None:
+            # the candidate matches: not a term's best score alone (LIMIT 1), not a share (+rowid IN ...)
+            candidates = "bm25" in statement and "+rowid" not in statement and isinstance(params, (tuple, list))
+            if candidates and any(isinstance(value, int) and value > 1 for value in params):  # type: ignore[union-attr]
+                expressions.extend(str(value) for value in params if isinstance(value, str))  # type: ignore[union-attr]
+
+        event.listen(engine.catalog._engine, "before_cursor_execute", record)
+        fused = engine.search("blue walrus", explain=True, k=20)
+        fused_expressions, expressions[:] = list(expressions), []
+        alone = engine.search("blue walrus", space="lexical", explain=True, k=20)
+    assert fused_expressions and not any('"blue"' in e for e in fused_expressions), fused_expressions
+    assert any('"blue"' in e for e in expressions), expressions
+    lexical_alone = {r.path: r.explanation[0].calibrated for r in alone}
+    for result in fused:  # every candidate's lexical evidence is the exact one
+        lexical = [c.calibrated for c in result.explanation if c.space == "lexical"]
+        if lexical:
+            assert lexical[0] == pytest.approx(lexical_alone[result.path], rel=1e-6)
+    assert fused[0].caption == "A walrus on the ice."

@@ -41,16 +41,33 @@ class LexicalEvidence:
         self._transcript_phonetic_weight = settings.lexical_transcript_phonetic_weight
         self._weights_differ = self._phonetic_weight != self._transcript_phonetic_weight
         self._share_power = settings.lexical_share_power
+        self._candidate_min_share = settings.lexical_candidate_min_share
         # (lexical table version, field, term) -> the term's best score alone
         self._kept: LRUCache[tuple[str | None, Field, str], float] = LRUCache(maxsize=settings.lexical_cache_size)
         self._lock = threading.Lock()
 
     def hits(
-        self, terms: QueryTerms, text: str, lexical_field: Field, pool: int, item_filter: ItemFilter, selective: bool
+        self,
+        terms: QueryTerms,
+        text: str,
+        lexical_field: Field,
+        pool: int,
+        item_filter: ItemFilter,
+        selective: bool,
+        *,
+        fused: bool = False,
     ) -> list[int]:
         """The best ``pool`` lexical matches of ``text`` among the items the query's filter passes: searched within
-        them when the filter is selective, else in growing pages until ``pool`` of them pass."""
-        options = {"field": lexical_field, "stop": self._stopwords, "common": self._weightless(terms, text)}
+        them when the filter is selective, else in growing pages until ``pool`` of them pass. ``fused``: the hits
+        are candidates of a fused search, which then scores every candidate's share exactly; they are matched on
+        the query's informative words only (see :meth:`_uninformative`)."""
+        common = self._weightless(terms, text)
+        if fused and item_filter.empty:
+            left_out = self._uninformative(terms, text, lexical_field, common)
+            if left_out:  # ranked by the informative words alone: not every match of the whole query
+                options = {"field": lexical_field, "stop": self._stopwords, "common": common | left_out}
+                return [i for i, _ in self.catalog.lexical_search(text, pool, **options)]  # type: ignore[arg-type]
+        options = {"field": lexical_field, "stop": self._stopwords, "common": common}
         if item_filter.empty:
             found = self.catalog.lexical_search(text, pool, **options)  # type: ignore[arg-type]
             self._note_if_every_match(terms, text, lexical_field, found, pool)
@@ -118,6 +135,31 @@ class LexicalEvidence:
                 if strength > matched.get(item_id, (0.0, 0.0))[1]:
                     matched[item_id] = (share, strength)
         return matched
+
+    def _uninformative(
+        self, terms: QueryTerms, text: str, lexical_field: Field, weightless: frozenset[str]
+    ) -> frozenset[str]:
+        """The commonest terms of ``text`` in ``lexical_field`` that together are worth less than
+        ``lexical_candidate_min_share`` of a full match (by each term's best score alone). An item holding only them
+        is a weak lexical match, found by the dense spaces if it is a good one; matching them would make the
+        full-text search score every row that holds them, a cost that grows with the home. At least one term
+        stays."""
+        if self._candidate_min_share <= 0:
+            return frozenset()
+        scores = self._term_scores(terms, text, lexical_field)
+        wanted = ideal_terms(text, lexical_field, self._stopwords)
+        ideal = ideal_of([scores[term] for term in wanted])
+        matching = sorted(
+            (score, term) for term in dict.fromkeys(wanted) if (score := scores[term]) > 0 and term not in weightless
+        )
+        left_out: list[str] = []
+        worth = 0.0
+        for score, term in matching[:-1]:  # commonest first; the most informative one always stays
+            if worth + score > self._candidate_min_share * ideal:
+                break
+            worth += score
+            left_out.append(term)
+        return frozenset(left_out)
 
     def _weightless(self, terms: QueryTerms, text: str) -> frozenset[str]:
         """The terms of ``text`` that BM25 gives no weight (``lexical_skip_weightless``), once per search: they are

@@ -467,8 +467,12 @@ class Searcher:
             if source.weight <= 0:
                 continue
             text = query.parts[source.part].value
+            # With a dense source beside it, every candidate's share is scored exactly, a lexical hit or not
+            fused = query.space is None and any(s.weight > 0 for s in run.dense)
             for lexical_field in LexicalField:
-                found = self.lexical.hits(run.terms, text, lexical_field, pool, query.item_filter, selective)
+                found = self.lexical.hits(
+                    run.terms, text, lexical_field, pool, query.item_filter, selective, fused=fused
+                )
                 run.candidates.update(found)
         run.candidates -= excluded
 
