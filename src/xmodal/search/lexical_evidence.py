@@ -39,7 +39,6 @@ class LexicalEvidence:
         self._skip_weightless = settings.lexical_skip_weightless
         self._phonetic_weight = settings.lexical_phonetic_weight
         self._transcript_phonetic_weight = settings.lexical_transcript_phonetic_weight
-        self._weights_differ = self._phonetic_weight != self._transcript_phonetic_weight
         self._share_power = settings.lexical_share_power
         self._candidate_min_share = settings.lexical_candidate_min_share
         # (lexical table version, field, term) -> the term's best score alone
@@ -62,15 +61,12 @@ class LexicalEvidence:
         are candidates of a fused search, which then scores every candidate's share exactly; they are matched on
         the query's informative words only (see :meth:`_uninformative`)."""
         common = self._weightless(terms, text)
-        if fused and item_filter.empty:
-            left_out = self._uninformative(terms, text, lexical_field, common)
-            if left_out:  # ranked by the informative words alone: not every match of the whole query
-                options = {"field": lexical_field, "stop": self._stopwords, "common": common | left_out}
-                return [i for i, _ in self.catalog.lexical_search(text, pool, **options)]  # type: ignore[arg-type]
-        options = {"field": lexical_field, "stop": self._stopwords, "common": common}
+        left_out = self._uninformative(terms, text, lexical_field, common) if fused and item_filter.empty else None
+        options = {"field": lexical_field, "stop": self._stopwords, "common": common | (left_out or frozenset())}
         if item_filter.empty:
             found = self.catalog.lexical_search(text, pool, **options)  # type: ignore[arg-type]
-            self._note_if_every_match(terms, text, lexical_field, found, pool)
+            if not left_out:  # else ranked by the informative words alone: not every match of the whole query
+                self._note_if_every_match(terms, text, lexical_field, found, pool)
             return [i for i, _ in found]
         if selective:
             allowed = sorted(self.catalog.matching_ids(item_filter))
@@ -108,8 +104,7 @@ class LexicalEvidence:
         of the items that matched by sound, when the two weights differ). The strongest field counts."""
         matched: dict[int, tuple[float, float]] = {}
         for lexical_field in Field:
-            scores = self._term_scores(terms, text, lexical_field)
-            ideal = ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
+            ideal = self._ideal(terms, text, lexical_field)
             if ideal <= 0:
                 continue
             every = terms.every_match.get((text, lexical_field))
@@ -125,7 +120,8 @@ class LexicalEvidence:
                     common=self._weightless(terms, text),
                 )
             by_sound = lexical_field is Field.SOUNDS
-            heard = transcribed([item_id for item_id, _ in found]) if by_sound and self._weights_differ else set()
+            weights_differ = self._transcript_phonetic_weight != self._phonetic_weight
+            heard = transcribed([item_id for item_id, _ in found]) if by_sound and weights_differ else set()
             for item_id, score in found:
                 share = min(1.0, score / ideal)
                 weight = 1.0
@@ -147,10 +143,11 @@ class LexicalEvidence:
         if self._candidate_min_share <= 0:
             return frozenset()
         scores = self._term_scores(terms, text, lexical_field)
-        wanted = ideal_terms(text, lexical_field, self._stopwords)
-        ideal = ideal_of([scores[term] for term in wanted])
+        ideal = self._ideal(terms, text, lexical_field)
         matching = sorted(
-            (score, term) for term in dict.fromkeys(wanted) if (score := scores[term]) > 0 and term not in weightless
+            (score, term)
+            for term in dict.fromkeys(ideal_terms(text, lexical_field, self._stopwords))
+            if (score := scores[term]) > 0 and term not in weightless
         )
         left_out: list[str] = []
         worth = 0.0
@@ -160,6 +157,11 @@ class LexicalEvidence:
             worth += score
             left_out.append(term)
         return frozenset(left_out)
+
+    def _ideal(self, terms: QueryTerms, text: str, lexical_field: Field) -> float:
+        """What a document holding every term of ``text`` would score in ``lexical_field`` (see ``ideal_of``)."""
+        scores = self._term_scores(terms, text, lexical_field)
+        return ideal_of([scores[term] for term in ideal_terms(text, lexical_field, self._stopwords)])
 
     def _weightless(self, terms: QueryTerms, text: str) -> frozenset[str]:
         """The terms of ``text`` that BM25 gives no weight (``lexical_skip_weightless``), once per search: they are

@@ -23,7 +23,7 @@ from xmodal.modality import Modality
 from xmodal.search.batching import EncodeBatcher
 from xmodal.search.calibration import NullSamples, space_agreement
 from xmodal.search.cursors import CursorSigner
-from xmodal.search.embedding_cache import QueryEmbeddingCache
+from xmodal.search.embedding_cache import CacheKey, QueryEmbeddingCache
 from xmodal.search.filter_plans import FilterPlans
 from xmodal.search.fusion import Evidence, Fuser, Source, Weights, load_fitted_weights, ranked
 from xmodal.search.lexical_evidence import LexicalEvidence, QueryTerms
@@ -77,7 +77,7 @@ class _Run:
     terms: QueryTerms = field(default_factory=QueryTerms)  # the lexical terms of its texts, read once
     unavailable: list[WeightsUnavailableError] = field(default_factory=list)
     # text encodes started for this search and not yet taken: (space, encoder fingerprint, text) -> chunk vectors
-    encoding: dict[tuple[str, str, str], Future[np.ndarray]] = field(default_factory=dict)
+    encoding: dict[CacheKey, Future[np.ndarray]] = field(default_factory=dict)
 
 
 class PreparedSearch:
@@ -113,21 +113,24 @@ def text_chunks(space: VectorSpace, text: str) -> list[str]:
     return [chunk.text for chunk in space.encoder.chunk(text)] or [text]
 
 
+def mean_unit(vectors: np.ndarray) -> np.ndarray:
+    """The unit-length mean of ``vectors`` (rows): a query's vector from its chunks' or windows'."""
+    return l2_normalise(vectors.mean(axis=0).reshape(1, -1))[0]
+
+
 def encode_part(space: VectorSpace, part: QueryPart, batcher: EncodeBatcher | None = None) -> np.ndarray:
     """The unit query vector of a text, image or audio ``part`` in ``space`` (a long text: the mean of its chunks;
     audio: the mean of its windows). ``batcher`` batches text encodes with other queries'."""
     encoder = space.encoder
     if part.kind is PartKind.TEXT:
         encode = batcher.encode if batcher is not None else encoder.encode_queries
-        vector = encode(text_chunks(space, part.value)).mean(axis=0)
-    elif part.kind is PartKind.IMAGE:
-        vector = encoder.encode_images([part.value])[0]
-    elif part.kind is PartKind.AUDIO:
+        return mean_unit(encode(text_chunks(space, part.value)))
+    if part.kind is PartKind.IMAGE:
+        return mean_unit(encoder.encode_images([part.value]))
+    if part.kind is PartKind.AUDIO:
         windows = encoder.prepare_audio(part.value.samples, part.value.sample_rate)
-        vector = encoder.encode_prepared_audio([features for _, _, features in windows]).mean(axis=0)
-    else:
-        raise ValueError(f"{part.kind} parts are not encoded")
-    return l2_normalise(vector.reshape(1, -1))[0]
+        return mean_unit(encoder.encode_prepared_audio([features for _, _, features in windows]))
+    raise ValueError(f"{part.kind} parts are not encoded")
 
 
 class Searcher:
@@ -400,16 +403,18 @@ class Searcher:
         if part.kind is not PartKind.TEXT:
             with self._direct_encodes:
                 return encode_part(space, part)
-        key = (space.name, space.encoder.fingerprint, str(part.value))
+        key = self._text_key(space, part)
         vector = self.query_cache.get(key)
         if vector is None:
             started = run.encoding.pop(key, None)
-            if started is None:
-                vector = encode_part(space, part, self._batcher(space))
-            else:
-                vector = l2_normalise(started.result().mean(axis=0).reshape(1, -1))[0]
+            vector = encode_part(space, part, self._batcher(space)) if started is None else mean_unit(started.result())
             self.query_cache.put(key, vector)
         return vector
+
+    @staticmethod
+    def _text_key(space: VectorSpace, part: QueryPart) -> CacheKey:
+        """What a text part's vector in ``space`` is kept under: the model's fingerprint tells two models apart."""
+        return (space.name, space.encoder.fingerprint, str(part.value))
 
     def _start_text_encodes(self, run: _Run, part: QueryPart, spaces: list[VectorSpace]) -> None:
         """Hand ``part``'s text to the encoder thread of every space that will embed it before waiting for any, so
@@ -424,7 +429,7 @@ class Searcher:
                 space.check_encoder()
             except WeightsUnavailableError:
                 continue  # said when the space's vector is asked for
-            key = (space.name, space.encoder.fingerprint, str(part.value))
+            key = self._text_key(space, part)
             if key not in run.encoding and key not in self.query_cache:
                 run.encoding[key] = batcher.submit(text_chunks(space, str(part.value)))
 
@@ -438,7 +443,7 @@ class Searcher:
         _, vectors = index.vectors_of(np.asarray(ids))
         if len(vectors) == 0:
             return None  # indexed after the publication this server has loaded
-        return l2_normalise(vectors.mean(axis=0, keepdims=True))[0]
+        return mean_unit(vectors)
 
     # candidates and evidence -----------------------------------------------------------------------------
 
@@ -463,12 +468,12 @@ class Searcher:
                 run.modalities[hit.item_id] = hit.modality
                 if exact is not None and hit.vector_id is not None:
                     exact[hit.item_id] = (hit.vector_id, hit.score)
+        # With a dense source beside it, every candidate's share is scored exactly, a lexical hit or not
+        fused = query.space is None and any(s.weight > 0 for s in run.dense)
         for source in run.lexical:
             if source.weight <= 0:
                 continue
             text = query.parts[source.part].value
-            # With a dense source beside it, every candidate's share is scored exactly, a lexical hit or not
-            fused = query.space is None and any(s.weight > 0 for s in run.dense)
             for lexical_field in LexicalField:
                 found = self.lexical.hits(
                     run.terms, text, lexical_field, pool, query.item_filter, selective, fused=fused
